@@ -1,7 +1,12 @@
 """The ``CallStore`` seam: where every call and everything it produced is kept.
 
 Contract: ``append`` returns only once the event is durable (committed); the session calls it
-before it publishes the event to any viewer, so nothing shown can be lost.
+before it publishes the event to any viewer, so nothing shown can be lost. Only final
+transcripts and insights are appended (partials are never stored).
+
+Implementations: ``server.sqlite_store.SqliteCallStore`` (embedded default) and
+``server.redis_store.RedisCallStore`` (several server instances). Both raise ``CallNotFound``
+for an unknown call id and ``StoreError`` when the backing storage is unusable.
 """
 
 from __future__ import annotations
@@ -10,15 +15,83 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 CallStatus = Literal["live", "ended", "interrupted"]
+CALL_STATUSES: tuple[CallStatus, ...] = ("live", "ended", "interrupted")
+CallSource = Literal["native", "twilio", "webrtc", "file"]
+
+DeliveryOutcome = Literal["delivered", "retrying", "failed"]
+
+
+class StoreError(Exception):
+    """The storage backend is unusable (corrupt file, unreachable server). A retry helps only
+    after an operator fixes the backend."""
+
+
+class CallNotFound(StoreError, LookupError):
+    """No call with this id exists (never created, or deleted). A retry does not help."""
+
+    def __init__(self, call_id: str) -> None:
+        super().__init__(f"unknown call id {call_id!r}")
+        self.call_id = call_id
 
 
 @dataclass(frozen=True, slots=True)
 class CallMeta:
     call_id: str
-    source: Literal["native", "twilio", "webrtc", "file"]
+    source: CallSource
     rep_id: str | None = None
     started_at: float = 0.0  # wall-clock epoch seconds, from the server's Clock
     prior: dict[str, Any] = field(default_factory=dict)  # CRM fields for the lead score
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """A stored call: its metadata, status and the summary's outcome once summarized."""
+
+    call_id: str
+    source: str
+    rep_id: str | None
+    started_at: float
+    ended_at: float | None
+    status: CallStatus
+    outcome: str | None
+    event_count: int
+    has_summary: bool
+    prior: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallFilter:
+    """Which calls ``list_calls`` returns, newest first. ``text`` matches words of final
+    transcripts (all words must occur in the call, case-insensitive)."""
+
+    since: float | None = None  # started_at >= since, epoch seconds
+    until: float | None = None  # started_at < until
+    rep_id: str | None = None
+    outcome: str | None = None  # the summary's outcome, e.g. "advanced"
+    status: CallStatus | None = None
+    text: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= 1000:
+            raise ValueError(f"limit must be in 1..1000, got {self.limit}")
+        if self.offset < 0:
+            raise ValueError(f"offset must be >= 0, got {self.offset}")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    """One POST of a webhook: what was sent where, and what came back."""
+
+    call_id: str
+    delivery_id: str  # the same for every attempt of one delivery (idempotency key)
+    url: str
+    attempt: int  # 1-based
+    at: float  # wall-clock epoch seconds
+    outcome: DeliveryOutcome
+    status_code: int | None = None
+    error: str | None = None
 
 
 class CallStore(Protocol):
@@ -34,3 +107,33 @@ class CallStore(Protocol):
         """The call's stored events in order, each with its ``seq``."""
 
     async def close(self) -> None: ...
+
+    async def get_call(self, call_id: str) -> CallRecord:
+        """The call's record; raises ``CallNotFound``."""
+
+    async def list_calls(self, flt: CallFilter) -> list[CallRecord]:
+        """Calls matching ``flt``, newest first."""
+
+    async def delete_call(self, call_id: str) -> None:
+        """Remove the call and everything derived from it (events, summary, deliveries);
+        raises ``CallNotFound``."""
+
+    async def put_summary(self, call_id: str, summary: dict[str, Any]) -> None:
+        """Store (or replace) the call's summary wire dict; its ``outcome`` becomes the call's."""
+
+    async def get_summary(self, call_id: str) -> dict[str, Any] | None:
+        """The stored summary, or None if not summarized yet; raises ``CallNotFound``."""
+
+    async def record_delivery(self, attempt: DeliveryAttempt) -> None:
+        """Keep one webhook attempt (ignored if the call was deleted meanwhile)."""
+
+    async def deliveries(self, call_id: str) -> list[DeliveryAttempt]:
+        """The call's webhook attempts in the order they were made."""
+
+    async def purge_older_than(self, max_age_s: float) -> list[str]:
+        """Delete every call that is not live and started more than ``max_age_s`` ago;
+        returns their ids."""
+
+    async def mark_live_calls_interrupted(self) -> list[str]:
+        """At start-up: every call still ``live`` belonged to a dead process; mark it
+        ``interrupted`` and return the ids."""

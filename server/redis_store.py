@@ -1,0 +1,339 @@
+"""``CallStore`` on Redis, for deployments with several server instances.
+
+Layout (``p`` is the key prefix, default ``cuecard:``; the ``{call_id}`` hash tag keeps one
+call's keys in one Redis Cluster slot):
+
+- ``p call:{id}`` hash: source, rep_id, started_at, ended_at, status, outcome, prior, owner
+- ``p events:{id}`` list of event JSON; the RPUSH result is the event's seq (atomic across
+  instances)
+- ``p text:{id}`` the call's final transcript words, lower-case, for text search
+- ``p summary:{id}`` the summary JSON; ``p deliveries:{id}`` list of webhook attempts
+- ``p calls`` sorted set of call ids by started_at
+- ``p instance:{owner}`` a heartbeat key with a TTL, refreshed while the instance runs
+
+Every per-call write is one Lua script that first checks the call exists, so a write racing a
+delete never resurrects a half call. Durability is Redis's: run it with ``appendonly yes`` and
+``appendfsync always`` for the same guarantee as the SQLite store.
+
+``mark_live_calls_interrupted`` marks live calls owned by this instance, or by an instance whose
+heartbeat expired, so one instance restarting never touches calls another is still serving.
+Listing with filters scans the calls in the time range (one pipelined round trip per page).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from server.store import (
+    CallFilter,
+    CallMeta,
+    CallNotFound,
+    CallRecord,
+    CallStatus,
+    DeliveryAttempt,
+    StoreError,
+)
+
+_APPEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local n = redis.call('RPUSH', KEYS[2], ARGV[1])
+if ARGV[2] ~= '' then redis.call('APPEND', KEYS[3], ARGV[2]) end
+return n
+"""
+_HSET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+_PUT_SUMMARY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'outcome', ARGV[2])
+return 1
+"""
+_RPUSH_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+class RedisCallStore:
+    """``CallStore`` on Redis. Create with ``await RedisCallStore.open(url)``."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        url: str,
+        prefix: str,
+        instance_id: str,
+        heartbeat_ttl_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._r = client
+        self._url = url
+        self._p = prefix
+        self.instance_id = instance_id
+        self._ttl_s = heartbeat_ttl_s
+        self._clock = clock
+        self._append = client.register_script(_APPEND)
+        self._hset_if_exists = client.register_script(_HSET_IF_EXISTS)
+        self._put_summary = client.register_script(_PUT_SUMMARY)
+        self._rpush_if_exists = client.register_script(_RPUSH_IF_EXISTS)
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        prefix: str = "cuecard:",
+        instance_id: str | None = None,
+        heartbeat_ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> RedisCallStore:
+        """Connect and start the instance heartbeat. ``instance_id`` should be stable across
+        restarts of one instance (default: the host name). Raises ``StoreError`` naming the URL
+        if Redis does not answer."""
+        if heartbeat_ttl_s <= 0:
+            raise ValueError(f"heartbeat_ttl_s must be > 0, got {heartbeat_ttl_s}")
+        client = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+        store = cls(
+            client,
+            url=url,
+            prefix=prefix,
+            instance_id=instance_id or socket.gethostname(),
+            heartbeat_ttl_s=heartbeat_ttl_s,
+            clock=clock,
+        )
+        try:
+            await store._beat()
+        except (RedisError, OSError) as exc:
+            await client.aclose()
+            raise StoreError(f"cannot reach Redis at {url}: {exc}") from exc
+        store._heartbeat = asyncio.create_task(store._heartbeat_loop(), name="redis-heartbeat")
+        return store
+
+    async def _beat(self) -> None:
+        await self._r.set(self._p + f"instance:{self.instance_id}", "1", px=int(self._ttl_s * 1e3))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._ttl_s / 3)
+            try:
+                await self._beat()
+            except (RedisError, OSError):
+                continue  # a transient outage; the next beat retries before the TTL runs out
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        await self._r.aclose()
+
+    def _k(self, kind: str, call_id: str) -> str:
+        return f"{self._p}{kind}:{{{call_id}}}"
+
+    # -- writing ----------------------------------------------------------------------------
+
+    async def open_call(self, meta: CallMeta) -> None:
+        key = self._k("call", meta.call_id)
+        async with self._r.pipeline(transaction=True) as pipe:
+            for name, value in (
+                ("source", meta.source),
+                ("rep_id", _j(meta.rep_id)),
+                ("started_at", _j(meta.started_at)),
+                ("prior", _j(meta.prior)),
+                ("outcome", _j(None)),
+            ):
+                pipe.hsetnx(key, name, value)
+            pipe.hset(key, mapping={"status": "live", "ended_at": _j(None)})
+            pipe.hset(key, "owner", self.instance_id)
+            pipe.zadd(self._p + "calls", {meta.call_id: meta.started_at}, nx=True)
+            await pipe.execute()
+
+    async def append(self, call_id: str, event: dict[str, Any]) -> int:
+        text = ""
+        if event.get("type") == "transcript" and event.get("is_final", True):
+            text = " " + " ".join(_words(str(event.get("text", "")))) + " "
+        keys = [self._k("call", call_id), self._k("events", call_id), self._k("text", call_id)]
+        seq = int(await self._append(keys=keys, args=[_j(event), text]))
+        if seq < 0:
+            raise CallNotFound(call_id)
+        return seq
+
+    async def close_call(self, call_id: str, status: CallStatus) -> None:
+        args = ["status", status, "ended_at", _j(self._clock())]
+        if not await self._hset_if_exists(keys=[self._k("call", call_id)], args=args):
+            raise CallNotFound(call_id)
+
+    async def put_summary(self, call_id: str, summary: dict[str, Any]) -> None:
+        outcome = summary.get("outcome")
+        keys = [self._k("call", call_id), self._k("summary", call_id)]
+        args = [_j(summary), _j(outcome if isinstance(outcome, str) else None)]
+        if not await self._put_summary(keys=keys, args=args):
+            raise CallNotFound(call_id)
+
+    async def record_delivery(self, attempt: DeliveryAttempt) -> None:
+        a = attempt
+        body = [a.call_id, a.delivery_id, a.url, a.attempt, a.at, a.outcome, a.status_code, a.error]
+        keys = [self._k("call", a.call_id), self._k("deliveries", a.call_id)]
+        await self._rpush_if_exists(keys=keys, args=[_j(body)])
+
+    async def delete_call(self, call_id: str) -> None:
+        if not await self._delete([call_id]):
+            raise CallNotFound(call_id)
+
+    async def _delete(self, call_ids: list[str]) -> int:
+        if not call_ids:
+            return 0
+        async with self._r.pipeline(transaction=False) as pipe:
+            for cid in call_ids:
+                pipe.delete(self._k("call", cid))
+                pipe.delete(*(self._k(k, cid) for k in ("events", "text", "summary", "deliveries")))
+                pipe.zrem(self._p + "calls", cid)
+            results = await pipe.execute()
+        return sum(int(r) for r in results[0::3])
+
+    async def purge_older_than(self, max_age_s: float) -> list[str]:
+        if max_age_s <= 0:
+            raise ValueError(f"max_age_s must be > 0, got {max_age_s}")
+        cutoff = self._clock() - max_age_s
+        ids = _ids(await self._r.zrangebyscore(self._p + "calls", "-inf", f"({cutoff!r}"))
+        statuses = await self._hget_many(ids, "status")
+        old = [cid for cid, st in zip(ids, statuses, strict=True) if st not in (None, "live")]
+        await self._delete(old)
+        return old
+
+    async def mark_live_calls_interrupted(self) -> list[str]:
+        ids = _ids(await self._r.zrange(self._p + "calls", 0, -1))
+        async with self._r.pipeline(transaction=False) as pipe:
+            for cid in ids:
+                pipe.hmget(self._k("call", cid), ["status", "owner"])
+            rows = await pipe.execute()
+        marked: list[str] = []
+        alive: dict[str, bool] = {self.instance_id: False}
+        for cid, (status, owner) in zip(ids, rows, strict=True):
+            if status != "live":
+                continue
+            if owner not in alive:
+                alive[owner] = bool(await self._r.exists(self._p + f"instance:{owner}"))
+            if alive[owner]:
+                continue
+            args = ["status", "interrupted", "ended_at", _j(self._clock())]
+            if await self._hset_if_exists(keys=[self._k("call", cid)], args=args):
+                marked.append(cid)
+        return sorted(marked)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def _require(self, call_id: str) -> None:
+        if not await self._r.exists(self._k("call", call_id)):
+            raise CallNotFound(call_id)
+
+    async def _hget_many(self, ids: list[str], field: str) -> list[str | None]:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for cid in ids:
+                pipe.hget(self._k("call", cid), field)
+            return list(await pipe.execute())
+
+    async def events(self, call_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
+        await self._require(call_id)
+        bodies = await self._r.lrange(self._k("events", call_id), after_seq, -1)
+        return [{**json.loads(b), "seq": after_seq + i + 1} for i, b in enumerate(bodies)]
+
+    async def get_call(self, call_id: str) -> CallRecord:
+        records = await self._records([call_id])
+        if records[0] is None:
+            raise CallNotFound(call_id)
+        return records[0]
+
+    async def _records(self, ids: list[str]) -> list[CallRecord | None]:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for cid in ids:
+                pipe.hgetall(self._k("call", cid))
+                pipe.llen(self._k("events", cid))
+                pipe.exists(self._k("summary", cid))
+            res = await pipe.execute()
+        out: list[CallRecord | None] = []
+        for i, cid in enumerate(ids):
+            h, n, has_summary = res[3 * i : 3 * i + 3]
+            out.append(_record(cid, h, int(n), bool(has_summary)) if h else None)
+        return out
+
+    async def get_summary(self, call_id: str) -> dict[str, Any] | None:
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.exists(self._k("call", call_id))
+            pipe.get(self._k("summary", call_id))
+            exists, body = await pipe.execute()
+        if not exists:
+            raise CallNotFound(call_id)
+        return None if body is None else dict(json.loads(body))
+
+    async def deliveries(self, call_id: str) -> list[DeliveryAttempt]:
+        await self._require(call_id)
+        rows = await self._r.lrange(self._k("deliveries", call_id), 0, -1)
+        return [DeliveryAttempt(*json.loads(r)) for r in rows]
+
+    async def list_calls(self, flt: CallFilter) -> list[CallRecord]:
+        lo = "-inf" if flt.since is None else repr(flt.since)
+        hi = "+inf" if flt.until is None else f"({flt.until!r}"
+        ids = _ids(await self._r.zrangebyscore(self._p + "calls", lo, hi))
+        words = _words(flt.text or "")
+        if words:
+            texts = await self._r.mget([self._k("text", cid) for cid in ids]) if ids else []
+            ids = [
+                cid
+                for cid, t in zip(ids, texts, strict=True)
+                if t is not None and all(f" {w} " in t for w in words)
+            ]
+        records = [r for r in await self._records(ids) if r is not None and _matches(r, flt)]
+        records.sort(key=lambda r: (-r.started_at, r.call_id))
+        return records[flt.offset : flt.offset + flt.limit]
+
+
+def _matches(r: CallRecord, flt: CallFilter) -> bool:
+    return (
+        (flt.rep_id is None or r.rep_id == flt.rep_id)
+        and (flt.outcome is None or r.outcome == flt.outcome)
+        and (flt.status is None or r.status == flt.status)
+    )
+
+
+def _record(call_id: str, h: dict[str, str], n: int, has_summary: bool) -> CallRecord:
+    return CallRecord(
+        call_id=call_id,
+        source=h.get("source", "native"),
+        rep_id=json.loads(h.get("rep_id", "null")),
+        started_at=float(json.loads(h.get("started_at", "0"))),
+        ended_at=json.loads(h.get("ended_at", "null")),
+        status=h.get("status", "live"),  # type: ignore[arg-type]
+        outcome=json.loads(h.get("outcome", "null")),
+        event_count=n,
+        has_summary=has_summary,
+        prior=json.loads(h.get("prior", "{}")),
+    )
+
+
+def _ids(raw: Any) -> list[str]:
+    return [str(x) for x in raw]
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case words, split like SQLite FTS5's default tokenizer (letters and digits)."""
+    return "".join(ch.lower() if ch.isalnum() else " " for ch in text).split()
+
+
+def _j(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

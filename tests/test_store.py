@@ -1,0 +1,331 @@
+"""CallStore contract, run against both backends (SQLite file; a real redis-server)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.redis_store import RedisCallStore
+from server.sqlite_store import SqliteCallStore
+from server.store import (
+    CallFilter,
+    CallMeta,
+    CallNotFound,
+    CallStore,
+    DeliveryAttempt,
+    StoreError,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def final(speaker: str, n: int, text: str, start_s: float) -> dict[str, Any]:
+    return {
+        "type": "transcript",
+        "utterance_id": f"{speaker}-{n}",
+        "speaker": speaker,
+        "is_final": True,
+        "text": text,
+        "start_s": start_s,
+        "end_s": start_s + 2.0,
+        "words": [],
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server binary is not installed")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--save", "", "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError("redis-server exited at start-up") from None
+                import time
+
+                time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[CallStore, FakeClock]]:
+    clock = FakeClock()
+    s: CallStore
+    if request.param == "sqlite":
+        s = await SqliteCallStore.open(tmp_path, clock=clock)
+    else:
+        url = request.getfixturevalue("redis_url")
+        s = await RedisCallStore.open(url, prefix=f"t{os.urandom(4).hex()}:", clock=clock)
+    try:
+        yield s, clock
+    finally:
+        await s.close()
+
+
+async def test_append_returns_increasing_seq_and_events_round_trip(
+    store: tuple[CallStore, FakeClock],
+) -> None:
+    """Appended events come back in order with seq 1, 2, ... and their exact JSON."""
+    s, _ = store
+    await s.open_call(CallMeta("c1", "native", rep_id="ana", started_at=100.0))
+    evs = [final("customer", i, f"hello number {i}", float(i)) for i in range(5)]
+    seqs = [await s.append("c1", e) for e in evs]
+    assert seqs == [1, 2, 3, 4, 5]
+    got = await s.events("c1")
+    assert [g.pop("seq") for g in got] == seqs
+    assert got == evs
+    assert [e["seq"] for e in await s.events("c1", after_seq=3)] == [4, 5]
+
+
+async def test_unknown_call_id_raises_call_not_found(store: tuple[CallStore, FakeClock]) -> None:
+    """Every per-call operation on an unknown id raises CallNotFound naming the id."""
+    s, _ = store
+    with pytest.raises(CallNotFound, match="nope"):
+        await s.append("nope", final("rep", 0, "x", 0.0))
+    for op in (s.events, s.get_call, s.get_summary, s.delete_call, s.deliveries):
+        with pytest.raises(CallNotFound):
+            await op("nope")
+    with pytest.raises(CallNotFound):
+        await s.close_call("nope", "ended")
+    with pytest.raises(CallNotFound):
+        await s.put_summary("nope", {"outcome": "advanced"})
+
+
+async def test_status_summary_and_outcome(store: tuple[CallStore, FakeClock]) -> None:
+    """close_call sets status and ended_at; put_summary stores the summary and its outcome."""
+    s, clock = store
+    await s.open_call(CallMeta("c1", "twilio", rep_id="ana", started_at=clock.now - 60))
+    rec = await s.get_call("c1")
+    assert (rec.status, rec.ended_at, rec.has_summary, rec.outcome) == ("live", None, False, None)
+    assert await s.get_summary("c1") is None
+    await s.append("c1", final("rep", 0, "hi", 0.0))
+    await s.close_call("c1", "ended")
+    await s.put_summary("c1", {"call_id": "c1", "outcome": "advanced", "overview": "ok"})
+    rec = await s.get_call("c1")
+    assert rec.status == "ended"
+    assert rec.ended_at == clock.now
+    assert rec.outcome == "advanced"
+    assert rec.has_summary and rec.event_count == 1 and rec.source == "twilio"
+    assert await s.get_summary("c1") == {"call_id": "c1", "outcome": "advanced", "overview": "ok"}
+
+
+async def test_list_calls_filters(store: tuple[CallStore, FakeClock]) -> None:
+    """list_calls filters by time, rep, outcome, status and transcript words, newest first."""
+    s, _ = store
+    texts = {
+        "a": "The price is too high for our budget",
+        "b": "We need a proposal by Friday",
+        "c": "Our budget is fine, send the proposal",
+    }
+    for i, (cid, text) in enumerate(texts.items()):
+        await s.open_call(
+            CallMeta(
+                cid, "native", rep_id="ana" if cid != "b" else "bo", started_at=1000.0 + i * 100
+            )
+        )
+        await s.append(cid, final("customer", 0, text, 0.0))
+        await s.append(cid, {"type": "score", "score": 50, "delta": 0, "reasons": []})
+    await s.close_call("a", "ended")
+    await s.put_summary("a", {"outcome": "stalled"})
+
+    async def ids(**kw: Any) -> list[str]:
+        return [r.call_id for r in await s.list_calls(CallFilter(**kw))]
+
+    assert await ids() == ["c", "b", "a"]
+    assert await ids(since=1100.0) == ["c", "b"]
+    assert await ids(until=1100.0) == ["a"]
+    assert await ids(rep_id="ana") == ["c", "a"]
+    assert await ids(outcome="stalled") == ["a"]
+    assert await ids(status="live") == ["c", "b"]
+    assert await ids(text="budget") == ["c", "a"]
+    assert await ids(text="BUDGET proposal") == ["c"]
+    assert await ids(text="friday") == ["b"]
+    assert await ids(text="nothing-like-this") == []
+    assert await ids(text='"quote" OR *') == []
+    assert await ids(limit=1, offset=1) == ["b"]
+
+
+async def test_delete_removes_call_and_everything_derived(
+    store: tuple[CallStore, FakeClock],
+) -> None:
+    """delete_call removes events, summary, deliveries and the text index entries."""
+    s, clock = store
+    await s.open_call(CallMeta("c1", "native", started_at=clock.now))
+    await s.append("c1", final("customer", 0, "unique zebra words", 0.0))
+    await s.put_summary("c1", {"outcome": "advanced"})
+    await s.record_delivery(
+        DeliveryAttempt("c1", "d1", "http://x", 1, clock.now, "delivered", status_code=200)
+    )
+    assert len(await s.deliveries("c1")) == 1
+    await s.delete_call("c1")
+    with pytest.raises(CallNotFound):
+        await s.get_call("c1")
+    assert await s.list_calls(CallFilter(text="zebra")) == []
+    # Recreating the id starts from scratch: nothing of the old call survives.
+    await s.open_call(CallMeta("c1", "native", started_at=clock.now))
+    assert await s.events("c1") == []
+    assert await s.get_summary("c1") is None
+    assert await s.deliveries("c1") == []
+    with pytest.raises(CallNotFound):
+        await s.delete_call("other")
+
+
+async def test_deliveries_recorded_in_order(store: tuple[CallStore, FakeClock]) -> None:
+    """Delivery attempts come back in order; one for a deleted call is dropped silently."""
+    s, clock = store
+    await s.open_call(CallMeta("c1", "native", started_at=clock.now))
+    a1 = DeliveryAttempt("c1", "d1", "http://x", 1, 1.0, "retrying", status_code=500)
+    a2 = DeliveryAttempt("c1", "d1", "http://x", 2, 2.0, "failed", error="timed out")
+    await s.record_delivery(a1)
+    await s.record_delivery(a2)
+    assert await s.deliveries("c1") == [a1, a2]
+    await s.record_delivery(DeliveryAttempt("gone", "d2", "http://x", 1, 3.0, "failed"))
+
+
+async def test_purge_and_interrupted(store: tuple[CallStore, FakeClock]) -> None:
+    """Purge deletes only old, non-live calls; start-up marks live calls interrupted."""
+    s, clock = store
+    day = 86_400.0
+    await s.open_call(CallMeta("old", "native", started_at=clock.now - 10 * day))
+    await s.open_call(CallMeta("old-live", "native", started_at=clock.now - 10 * day))
+    await s.open_call(CallMeta("new", "native", started_at=clock.now - 1 * day))
+    await s.close_call("old", "ended")
+    await s.close_call("new", "ended")
+    assert await s.purge_older_than(7 * day) == ["old"]
+    assert sorted(r.call_id for r in await s.list_calls(CallFilter())) == ["new", "old-live"]
+    assert await s.mark_live_calls_interrupted() == ["old-live"]
+    assert (await s.get_call("old-live")).status == "interrupted"
+    assert await s.mark_live_calls_interrupted() == []
+    with pytest.raises(ValueError):
+        await s.purge_older_than(0)
+
+
+async def test_reopen_keeps_events(store: tuple[CallStore, FakeClock]) -> None:
+    """Reopening a call (reconnecting stream) sets it live again and keeps its events."""
+    s, _ = store
+    await s.open_call(CallMeta("c1", "native", rep_id="ana", started_at=5.0))
+    await s.append("c1", final("rep", 0, "one", 0.0))
+    await s.close_call("c1", "interrupted")
+    await s.open_call(CallMeta("c1", "native", rep_id="ana", started_at=5.0))
+    assert await s.append("c1", final("rep", 1, "two", 1.0)) == 2
+    rec = await s.get_call("c1")
+    assert rec.status == "live" and rec.ended_at is None and rec.started_at == 5.0
+
+
+async def test_concurrent_appends_get_distinct_seqs(store: tuple[CallStore, FakeClock]) -> None:
+    """Appends racing on one call each get a distinct seq and none is lost."""
+    s, _ = store
+    await s.open_call(CallMeta("c1", "native"))
+    seqs = await asyncio.gather(*(s.append("c1", final("rep", i, "x", 0.0)) for i in range(40)))
+    assert sorted(seqs) == list(range(1, 41))
+    assert len(await s.events("c1")) == 40
+
+
+async def test_sqlite_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
+    """A file that is not a database fails to open with StoreError naming the file."""
+    bad = tmp_path / "calls.sqlite3"
+    bad.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(StoreError, match=r"calls\.sqlite3"):
+        await SqliteCallStore.open(tmp_path)
+    assert bad.read_bytes().startswith(b"this is not")  # left in place for the operator
+
+
+async def test_redis_unreachable_is_a_clear_error() -> None:
+    """A Redis URL with nothing listening fails to open with StoreError naming the URL."""
+    url = f"redis://127.0.0.1:{_free_port()}/0"
+    with pytest.raises(StoreError, match=r"127\.0\.0\.1"):
+        await RedisCallStore.open(url)
+
+
+_APPENDER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from server.sqlite_store import SqliteCallStore
+    from server.store import CallMeta
+
+    async def main() -> None:
+        store = await SqliteCallStore.open(sys.argv[1])
+        await store.open_call(CallMeta("crash", "native", started_at=1.0))
+        i = 0
+        while True:
+            ev = {"type": "transcript", "utterance_id": f"rep-{i}", "speaker": "rep",
+                  "is_final": True, "text": f"segment {i}", "start_s": i, "end_s": i + 1}
+            seq = await store.append("crash", ev)
+            print(seq, flush=True)  # a viewer "sees" the segment only after append returned
+            i += 1
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_sigkill_mid_call_loses_no_acknowledged_segment(tmp_path: Path) -> None:
+    """Every segment acknowledged before a SIGKILL is in the store after restart; the call is
+    marked interrupted."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _APPENDER,
+        str(tmp_path),
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    seen: list[int] = []
+    while len(seen) < 60:
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+        assert line, "appender exited early"
+        seen.append(int(line))
+    os.kill(proc.pid, signal.SIGKILL)
+    await proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    store = await SqliteCallStore.open(tmp_path)
+    try:
+        assert await store.mark_live_calls_interrupted() == ["crash"]
+        stored = {e["seq"]: e["text"] for e in await store.events("crash")}
+        for seq in seen:
+            assert stored[seq] == f"segment {seq - 1}"
+        assert (await store.get_call("crash")).status == "interrupted"
+    finally:
+        await store.close()
