@@ -1,0 +1,236 @@
+"""The playbook: which card to show for which insight, and the thresholds of every alert.
+
+A playbook is one YAML file. The packaged default (``guidance/playbook.yaml``) is complete;
+a user copies it, edits talk tracks, battlecards and thresholds, and points the server at the
+copy. ``load_playbook`` validates the whole file at start-up and raises ``PlaybookError`` whose
+message names the file, the field path (``cards.objection_price.responses``) and the problem,
+so a broken playbook never reaches a live call.
+
+Every intent card kind and every alert kind must have a template: a playbook that silently
+lacks the price-objection card would be worse than one that fails to load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+from pathlib import Path
+from typing import Annotated, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from guidance.errors import PlaybookError
+
+IntentCardKind = Literal[
+    "objection_price",
+    "objection_timing",
+    "objection_authority",
+    "objection_need",
+    "objection_competitor",
+    "objection_trust",
+    "buying_signal",
+    "question",
+    "next_step",
+    "competitor",
+]
+AlertKind = Literal[
+    "talk_ratio",
+    "monologue",
+    "fast_speech",
+    "customer_silence",
+    "interruption",
+    "unanswered_question",
+    "no_next_step",
+    "sentiment_drop",
+]
+INTENT_CARD_KINDS: tuple[str, ...] = get_args(IntentCardKind)
+ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
+
+Line = Annotated[str, Field(min_length=1, max_length=400)]
+Seconds = Annotated[float, Field(gt=0, le=86_400)]
+Ratio = Annotated[float, Field(gt=0, lt=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CardTemplate(_Strict):
+    """What the rep sees: a short title and one to three talk tracks; higher priority first."""
+
+    title: Annotated[str, Field(min_length=1, max_length=80)]
+    priority: Annotated[int, Field(ge=0, le=100)]
+    responses: Annotated[tuple[Line, ...], Field(min_length=1, max_length=3)]
+
+
+class QuestionTopic(CardTemplate):
+    """A customer question whose text contains one of ``keywords`` gets this card."""
+
+    name: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9_]+$")]
+    keywords: Annotated[tuple[Annotated[str, Field(min_length=2)], ...], Field(min_length=1)]
+
+
+class IntentCards(_Strict):
+    objection_price: CardTemplate
+    objection_timing: CardTemplate
+    objection_authority: CardTemplate
+    objection_need: CardTemplate
+    objection_competitor: CardTemplate
+    objection_trust: CardTemplate
+    buying_signal: CardTemplate
+    question: CardTemplate
+    next_step: CardTemplate
+    competitor: CardTemplate  # a competitor named that has no battlecard
+
+
+class AlertCards(_Strict):
+    talk_ratio: CardTemplate
+    monologue: CardTemplate
+    fast_speech: CardTemplate
+    customer_silence: CardTemplate
+    interruption: CardTemplate
+    unanswered_question: CardTemplate
+    no_next_step: CardTemplate
+    sentiment_drop: CardTemplate
+
+
+class DeckSettings(_Strict):
+    """Flood control. Every time here is call audio time, so cooldowns are deterministic."""
+
+    max_new_cards_per_minute: Annotated[int, Field(ge=1, le=30)] = 4
+    update_min_interval_s: Seconds = 8.0
+    card_ttl_s: Seconds = 120.0
+    dismissed_cooldown_s: Seconds = 180.0
+    used_cooldown_s: Seconds = 600.0
+    max_pending_s: Seconds = 15.0
+    min_confidence: Ratio = 0.5
+    partial_min_confidence: Ratio = 0.8
+    partial_min_words: Annotated[int, Field(ge=1, le=50)] = 4
+
+
+class DynamicsSettings(_Strict):
+    talk_ratio_window_s: Seconds = 120.0
+    max_rep_talk_ratio: Ratio = 0.75
+    talk_ratio_min_speech_s: Seconds = 40.0
+    monologue_s: Seconds = 45.0
+    monologue_max_gap_s: Seconds = 5.0
+    backchannel_max_s: Seconds = 1.0
+    max_rep_wpm: Annotated[float, Field(gt=60, le=400)] = 190.0
+    fast_speech_window_s: Seconds = 30.0
+    fast_speech_min_words: Annotated[int, Field(ge=5, le=1000)] = 30
+    customer_silence_s: Seconds = 45.0
+    interruption_min_overlap_s: Seconds = 0.6
+    unanswered_after_s: Seconds = 8.0
+    no_next_step_after_s: Seconds = 1500.0
+    closing_phrases: tuple[Annotated[str, Field(min_length=3)], ...] = ()
+    sentiment_drop: Annotated[float, Field(gt=0, le=2)] = 0.6
+    engagement_drop: Annotated[float, Field(gt=0, le=2)] = 0.8
+    sentiment_window_s: Seconds = 180.0
+    transcript_lag_s: Annotated[float, Field(ge=0, le=30)] = 1.5
+
+    @field_validator("closing_phrases")
+    @classmethod
+    def _lower(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(p.lower() for p in v)
+
+
+class Playbook(_Strict):
+    version: Literal[1]
+    cards: IntentCards
+    alerts: AlertCards
+    competitors: dict[Annotated[str, Field(min_length=1)], CardTemplate] = {}
+    question_topics: tuple[QuestionTopic, ...] = ()
+    deck: DeckSettings = DeckSettings()
+    dynamics: DynamicsSettings = DynamicsSettings()
+
+    def card(self, kind: str) -> CardTemplate:
+        """The template of an intent or alert kind; KeyError for a kind the playbook lacks."""
+        if kind in INTENT_CARD_KINDS:
+            template: CardTemplate = getattr(self.cards, kind)
+            return template
+        if kind in ALERT_KINDS:
+            alert: CardTemplate = getattr(self.alerts, kind)
+            return alert
+        raise KeyError(kind)
+
+    def battlecard(self, competitor: str) -> CardTemplate | None:
+        """The battlecard for a canonical competitor name, matched case-insensitively."""
+        wanted = competitor.strip().casefold()
+        for name, template in self.competitors.items():
+            if name.casefold() == wanted:
+                return template
+        return None
+
+    def topic_for(self, text: str) -> QuestionTopic | None:
+        """The first question topic with a keyword in ``text`` (case-insensitive)."""
+        lowered = text.casefold()
+        for topic in self.question_topics:
+            if any(k.casefold() in lowered for k in topic.keywords):
+                return topic
+        return None
+
+
+def load_playbook(path: str | Path | None = None) -> Playbook:
+    """The playbook at ``path``, or the packaged default; ``PlaybookError`` if it is unusable."""
+    if path is None:
+        name = "guidance/playbook.yaml (packaged default)"
+        text = importlib.resources.files("guidance").joinpath("playbook.yaml").read_text("utf-8")
+    else:
+        name = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise PlaybookError(f"playbook {name}: cannot read the file: {e.strerror}") from e
+    return parse_playbook(text, name)
+
+
+def parse_playbook(text: str, name: str = "<string>") -> Playbook:
+    """Validate playbook YAML text; ``name`` is used in error messages."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise PlaybookError(f"playbook {name}:{where}: not valid YAML: {problem}") from e
+    if not isinstance(data, dict):
+        raise PlaybookError(f"playbook {name}: the top level must be a mapping of sections")
+    try:
+        return Playbook.model_validate(data)
+    except ValidationError as e:
+        raise PlaybookError(f"playbook {name}: " + _describe(e)) from e
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors(include_url=False):
+        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        problems.append(f"{path}: {item['msg']}")
+    shown = "; ".join(problems[:5])
+    more = len(problems) - 5
+    return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``check-playbook [FILE]``: validate a playbook and print what it covers."""
+    p = subparsers.add_parser("check-playbook", help="validate a playbook YAML file")
+    p.add_argument("file", nargs="?", default=None, help="playbook file (default: packaged)")
+    p.set_defaults(handler=check_playbook)
+
+
+def check_playbook(args: argparse.Namespace) -> int:
+    """Exit status 0 when the playbook loads, 2 with the error on stderr when it does not."""
+    import sys
+
+    try:
+        playbook = load_playbook(args.file)
+    except PlaybookError as e:
+        print(e, file=sys.stderr)
+        return 2
+    print(
+        f"playbook ok: {len(INTENT_CARD_KINDS)} intent cards, {len(ALERT_KINDS)} alerts, "
+        f"{len(playbook.competitors)} battlecards ({', '.join(playbook.competitors)}), "
+        f"{len(playbook.question_topics)} question topics"
+    )
+    return 0
