@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from audio.chunk import Speaker
+from audio.prosody import Indicator as Indicator  # re-exported: defined in audio (no nlp import)
+from audio.prosody import Prosody
 
 IntentLabel = Literal[
     "objection_price",
@@ -47,28 +49,6 @@ class IntentResult:
     label: str
     confidence: float
     scores: dict[str, float]
-
-
-@dataclass(frozen=True, slots=True)
-class Indicator:
-    """An interpretable prosodic indicator in [-1, 1] and the z-scored features that drove it."""
-
-    value: float
-    drivers: dict[str, float]
-
-
-@dataclass(frozen=True, slots=True)
-class Prosody:
-    """Per-utterance prosody and its z-scores against the same speaker's running baseline."""
-
-    pitch_median_hz: float | None
-    pitch_range_semitones: float | None
-    pitch_variability_semitones: float | None
-    energy_db: float
-    rate_wpm: float | None
-    pause_ratio: float
-    z: dict[str, float]
-    indicators: dict[str, Indicator]
 
 
 @dataclass(frozen=True, slots=True)
