@@ -1,0 +1,287 @@
+"""The built-in summary engine on stored wire events, its due-date rules and its Markdown."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+
+import pytest
+
+from guidance.summary import (
+    ActionItem,
+    BuiltinSummarizer,
+    SummaryOptions,
+    build_summary,
+    render_markdown,
+    resolve_due,
+    summary_from_wire,
+)
+from server.wire import to_wire
+
+SAT = date(2026, 11, 21)  # a Saturday
+WED = date(2026, 11, 18)
+FRI = date(2026, 11, 20)
+
+
+def tr(uid: str, text: str, start_s: float, end_s: float, *, final: bool = True) -> dict[str, Any]:
+    speaker = uid.split("-")[0]
+    return {
+        "type": "transcript",
+        "utterance_id": uid,
+        "speaker": speaker,
+        "is_final": final,
+        "text": text,
+        "start_s": start_s,
+        "end_s": end_s,
+        "words": [],
+    }
+
+
+def ins(
+    uid: str,
+    label: str,
+    *,
+    confidence: float = 0.9,
+    sentiment: float = 0.0,
+    entities: list[dict[str, Any]] | None = None,
+    engagement: float | None = None,
+) -> dict[str, Any]:
+    prosody = None
+    if engagement is not None:
+        prosody = {"indicators": {"engagement": {"value": engagement, "drivers": {}}}, "z": {}}
+    return {
+        "type": "insight",
+        "utterance_id": uid,
+        "speaker": uid.split("-")[0],
+        "is_final": True,
+        "text": "",
+        "label": label,
+        "confidence": confidence,
+        "scores": {},
+        "entities": entities or [],
+        "sentiment": sentiment,
+        "prosody": prosody,
+    }
+
+
+CALL = [
+    tr("rep-0", "Hi Dana, thanks for joining. What are you looking for?", 0.0, 4.0),
+    tr(
+        "customer-0",
+        "We need a better way to track renewals. Our main problem is spreadsheets.",
+        4.5,
+        10.5,
+    ),
+    tr(
+        "customer-1", "Honestly it sounds too expensive for our team.", 11.0, 14.0, final=False
+    ),  # a partial: ignored
+    tr("customer-1", "Honestly it sounds too expensive for our team.", 11.0, 14.0),
+    tr("rep-1", "I understand. Most teams recover the cost in three months.", 14.5, 18.5),
+    tr("customer-2", "OK. How soon can we get started?", 19.0, 21.0),
+    tr(
+        "rep-2",
+        "Let's schedule a demo with your manager. I'll send you the proposal by Friday.",
+        21.5,
+        27.0,
+    ),
+    tr("customer-3", "Great. I will check with my manager tomorrow.", 27.5, 30.0),
+    tr(
+        "rep-3",
+        "Could you send me your current renewal list by next Monday? Could you walk me through it?",
+        30.5,
+        35.0,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "call_date", "due", "phrase"),
+    [
+        ("I'll send it by Friday.", SAT, "2026-11-27", "by Friday"),
+        ("on friday then", SAT, "2026-11-27", "on friday"),
+        ("by Friday", WED, "2026-11-20", "by Friday"),
+        ("by Friday", FRI, "2026-11-27", "by Friday"),
+        ("this Friday", FRI, "2026-11-20", "this Friday"),
+        ("next Friday", WED, "2026-11-27", "next Friday"),
+        ("next Friday", SAT, "2026-11-27", "next Friday"),
+        ("next Tuesday", SAT, "2026-11-24", "next Tuesday"),
+        ("tomorrow", SAT, "2026-11-22", "tomorrow"),
+        ("the day after tomorrow", WED, "2026-11-20", "the day after tomorrow"),
+        ("by end of day", WED, "2026-11-18", "by end of day"),
+        ("by the end of the week", WED, "2026-11-20", "by the end of the week"),
+        ("by the end of the week", SAT, "2026-11-27", "by the end of the week"),
+        ("by the end of next week", WED, "2026-11-27", "by the end of next week"),
+        ("sometime next week", SAT, "2026-11-23", "next week"),
+        ("before the end of the month", SAT, "2026-11-30", "before the end of the month"),
+        ("next month", SAT, "2026-12-01", "next month"),
+        ("in two weeks", SAT, "2026-12-05", "in two weeks"),
+        ("in 3 days", SAT, "2026-11-24", "in 3 days"),
+        ("in a couple of days", SAT, "2026-11-23", "in a couple of days"),
+        ("by December 3rd", SAT, "2026-12-03", "by December 3rd"),
+        ("on January 2nd", SAT, "2027-01-02", "on January 2nd"),
+        ("by the 25th", SAT, "2026-11-25", "by the 25th"),
+        ("by the 5th", SAT, "2026-12-05", "by the 5th"),
+    ],
+)
+def test_resolve_due(text: str, call_date: date, due: str, phrase: str) -> None:
+    """Relative due-date phrases resolve against the call date by the documented rules."""
+    got = resolve_due(text, call_date)
+    assert got is not None
+    assert (got[0].isoformat(), got[1]) == (due, phrase)
+
+
+def test_resolve_due_none() -> None:
+    """Text without a date phrase has no due date."""
+    assert resolve_due("I will send the proposal soon.", SAT) is None
+    assert resolve_due("the 31st of February", SAT) is None
+
+
+def test_action_items_from_transcripts_alone() -> None:
+    """Spoken commitments become action items with owner, item and relative due date."""
+    s = build_summary("c1", CALL, SAT)
+    assert s.action_items == (
+        ActionItem(
+            "rep",
+            "send the proposal",
+            "2026-11-27",
+            "by Friday",
+            "rep-2",
+            "I'll send you the proposal by Friday.",
+        ),
+        ActionItem(
+            "customer",
+            "check with my manager",
+            "2026-11-22",
+            "tomorrow",
+            "customer-3",
+            "I will check with my manager tomorrow.",
+        ),
+        ActionItem(
+            "customer",
+            "send your current renewal list",
+            "2026-11-23",
+            "by next Monday",
+            "rep-3",
+            "Could you send me your current renewal list by next Monday?",
+        ),
+    )
+
+
+def test_summary_from_transcripts_alone() -> None:
+    """Without insights the rules find needs, the objection and its handling, the buying
+    signal and the next step; talk statistics are exact."""
+    s = build_summary("c1", CALL, SAT)
+    assert [m.text for m in s.needs] == [
+        "We need a better way to track renewals.",
+        "Our main problem is spreadsheets.",
+    ]
+    [obj] = s.objections
+    assert (obj.kind, obj.utterance_id, obj.handling) == ("price", "customer-1", "addressed")
+    assert obj.response == "I understand. Most teams recover the cost in three months."
+    assert [m.utterance_id for m in s.buying_signals] == ["customer-2"]
+    assert [m.utterance_id for m in s.next_steps] == ["rep-2"]
+    assert s.outcome == "advanced"
+    rep, cust = s.talk
+    assert (rep.speaker, rep.talk_s, rep.utterances, rep.questions) == ("rep", 18.0, 4, 3)
+    assert (cust.speaker, cust.talk_s, cust.utterances, cust.questions) == ("customer", 13.5, 4, 1)
+    assert rep.talk_share == pytest.approx(18 / 31.5, abs=1e-3)
+    assert rep.longest_monologue_s == 5.5  # rep-2; no two rep turns in a row
+    assert s.duration_s == 35.0
+    assert len(s.timeline) == 5 and s.timeline[0].start_s == 0 and s.timeline[-1].end_s == 35
+    assert all(p.customer_sentiment is None for p in s.timeline)
+    assert s.lead_score is None and s.score_reasons == ()
+
+
+def test_insights_scores_and_cards_are_used() -> None:
+    """Confident insight labels override rules, a low-confidence one is ignored, a date entity
+    wins over the rules, sentiment fills the timeline, the last score and cards are kept."""
+    events = [
+        *CALL,
+        tr("customer-4", "Let me think about the budget side.", 36.0, 40.0),
+        tr(
+            "customer-5",
+            "We can revisit it at the end of the quarter, I'll confirm then.",
+            41.0,
+            45.0,
+        ),
+        ins("customer-4", "objection_timing", confidence=0.95, sentiment=-0.5, engagement=0.6),
+        ins("customer-2", "objection_need", confidence=0.2, sentiment=0.4),  # too unsure
+        ins(
+            "customer-5",
+            "other",
+            entities=[
+                {
+                    "kind": "date",
+                    "text": "at the end of the quarter",
+                    "value": "2026-12-31",
+                    "start_char": 16,
+                    "end_char": 42,
+                }
+            ],
+        ),
+        {"type": "card", "utterance_id": "customer-4", "title": "Timing objection", "kind": "x"},
+        {"type": "score", "score": 55, "delta": 5, "reasons": ["early"], "seq": 3},
+        {
+            "type": "score",
+            "score": 63.4,
+            "delta": 8,
+            "reasons": [{"text": "asked about start date"}, "budget ok", "champion", "more"],
+            "seq": 9,
+        },
+    ]
+    s = build_summary("c1", events, SAT, SummaryOptions(max_reasons=2))
+    assert [(o.kind, o.handling) for o in s.objections] == [
+        ("price", "addressed"),
+        ("timing", "unanswered"),
+    ]
+    assert s.objections[1].cards == ("Timing objection",)
+    assert [m.utterance_id for m in s.buying_signals] == ["customer-2"]
+    last = s.action_items[-1]
+    assert (last.owner, last.item, last.due) == ("customer", "confirm then", "2026-12-31")
+    assert s.lead_score == 63 and s.score_reasons == ("asked about start date", "budget ok")
+    assert s.talk[1].longest_monologue_s == 9.5  # customer-0 + customer-1: 4.5 to 14.0
+    window = next(p for p in s.timeline if p.start_s <= 38.0 < p.end_s)
+    assert window.customer_sentiment == -0.25  # customer-4 (-0.5) and customer-5 (0.0)
+    assert window.engagement == 0.9  # only the customer spoke (1.0); prosody (0.6 + 1) / 2
+
+
+def test_reraised_objection_and_stalled_outcome() -> None:
+    """An objection the customer raises again is 'reraised'; without next steps the call is
+    stalled."""
+    events = [
+        tr("customer-0", "This is too expensive.", 0.0, 2.0),
+        tr("rep-0", "We offer a discount for annual plans.", 2.5, 5.0),
+        tr("customer-1", "Still, it's over our budget.", 5.5, 7.0),
+    ]
+    s = build_summary("c2", events, SAT)
+    assert [o.handling for o in s.objections] == ["reraised", "unanswered"]
+    assert s.outcome == "stalled"
+    assert s.action_items == () and s.next_steps == ()
+
+
+def test_empty_call() -> None:
+    """A call with no final transcript still gets a (near-empty) summary."""
+    s = build_summary(
+        "c3",
+        [{"type": "status", "state": "ended"}, tr("rep-0", "partial only", 0.0, 1.0, final=False)],
+        SAT,
+    )
+    assert (s.duration_s, s.outcome, s.timeline, s.needs) == (0.0, "no_decision", (), ())
+    assert [t.talk_s for t in s.talk] == [0.0, 0.0]
+    assert "0:00 call" in s.overview
+
+
+async def test_wire_round_trip_and_markdown() -> None:
+    """A summary survives to_wire -> JSON -> summary_from_wire, and its Markdown lists the
+    action items with owner and due date."""
+    s = await BuiltinSummarizer().summarize("c1", CALL, SAT)
+    wire = json.loads(json.dumps(to_wire(s)))
+    assert wire["type"] == "summary"
+    assert summary_from_wire(wire) == s
+    md = render_markdown(s)
+    assert md.startswith("# Call summary: c1\n")
+    assert "- [ ] **rep**: send the proposal — due 2026-11-27 (by Friday)" in md
+    assert "## Objections" in md and "**price**" in md and "| rep | 0:18 |" in md
+    with pytest.raises(ValueError):
+        summary_from_wire({**wire, "outcome": "won-the-lottery"})
