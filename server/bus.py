@@ -1,0 +1,65 @@
+"""In-process publish/subscribe of a call's wire events to its viewers.
+
+A viewer subscribes by call id, before or after the call's audio starts. Each subscription
+has a bounded queue; a viewer that falls ``max_pending`` events behind is cut off (its
+``overflowed`` flag is set and its socket closes with a clear reason) rather than making the
+call wait or growing memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+Event = dict[str, Any]
+
+
+class Subscription:
+    def __init__(self, bus: Bus, call_id: str, max_pending: int) -> None:
+        self.call_id = call_id
+        self.overflowed = False
+        self._bus = bus
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue(max_pending)
+
+    def offer(self, event: Event | None) -> None:
+        if self.overflowed:
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            self._queue = asyncio.Queue(1)
+            self._queue.put_nowait(None)
+
+    async def get(self) -> Event | None:
+        """The next event, or None when the call has ended or this viewer was cut off."""
+        return await self._queue.get()
+
+    def close(self) -> None:
+        self._bus.unsubscribe(self)
+
+
+class Bus:
+    def __init__(self, max_pending: int = 2000) -> None:
+        self._subs: defaultdict[str, set[Subscription]] = defaultdict(set)
+        self._max_pending = max_pending
+
+    def subscribe(self, call_id: str) -> Subscription:
+        sub = Subscription(self, call_id, self._max_pending)
+        self._subs[call_id].add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.call_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.call_id]
+
+    def publish(self, call_id: str, event: Event) -> None:
+        for sub in list(self._subs.get(call_id, ())):
+            sub.offer(event)
+
+    def viewers(self, call_id: str) -> int:
+        return len(self._subs.get(call_id, ()))
