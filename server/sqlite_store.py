@@ -283,7 +283,10 @@ class SqliteCallStore:
         def _mark() -> list[str]:
             with self._db:
                 ids = [
-                    r[0] for r in self._db.execute("SELECT call_id FROM calls WHERE status='live'")
+                    r[0]
+                    for r in self._db.execute(
+                        "SELECT call_id FROM calls WHERE status='live' ORDER BY call_id"
+                    )
                 ]
                 self._db.execute(
                     "UPDATE calls SET status='interrupted', ended_at=? WHERE status='live'", (now,)

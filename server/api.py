@@ -1,0 +1,284 @@
+"""The REST API over stored calls (``/v1``), documented by its OpenAPI schema.
+
+``build_router(store, auth=...)`` returns a router the app mounts; ``auth`` is a FastAPI
+dependency applied to every route (it raises 401 on a missing or wrong bearer token).
+
+- ``GET /v1/calls`` — newest first; filters ``since``/``until`` (ISO 8601 or epoch seconds,
+  on the call's start), ``rep``, ``outcome``, ``status``, ``q`` (all words must occur in the
+  call's final transcripts), ``limit``/``offset``.
+- ``GET /v1/calls/{call_id}`` — the call with its transcript, insights, cards, scores and
+  status changes, each with its ``seq``.
+- ``GET /v1/calls/{call_id}/summary`` — JSON; Markdown with ``?format=markdown`` or
+  ``Accept: text/markdown``. A call that ended without a stored summary (e.g. interrupted by
+  a crash) is summarized on the fly by the built-in engine; a live call answers 409.
+- ``GET /v1/calls/{call_id}/deliveries`` — webhook attempts.
+- ``DELETE /v1/calls/{call_id}`` — the call and everything derived from it; 204.
+
+Unknown call ids answer 404 with ``{"detail": "unknown call id '...'"}``; an unusable store
+answers 503.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from guidance.summary import (
+    BuiltinSummarizer,
+    Outcome,
+    Summarizer,
+    Summary,
+    render_markdown,
+    summary_from_wire,
+)
+from server.store import CallFilter, CallNotFound, CallRecord, CallStatus, CallStore, StoreError
+from server.webhooks import call_date_of
+
+T = TypeVar("T")
+
+
+class SummaryNotReady(Exception):
+    """The call is still live: its summary is made when it ends. Retry after the call ends."""
+
+
+class CallOut(BaseModel):
+    call_id: str
+    source: str
+    rep_id: str | None
+    started_at: float = Field(description="epoch seconds")
+    ended_at: float | None = Field(description="epoch seconds; null while live")
+    status: CallStatus
+    outcome: str | None = Field(description="the summary's outcome once summarized")
+    event_count: int
+    has_summary: bool
+
+
+class CallList(BaseModel):
+    calls: list[CallOut]
+    limit: int
+    offset: int
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    seq: int
+
+
+class WordOut(BaseModel):
+    text: str
+    start_s: float
+    end_s: float
+    probability: float
+
+
+class TranscriptOut(_Event):
+    utterance_id: str
+    speaker: str
+    text: str
+    start_s: float
+    end_s: float
+    words: list[WordOut] = []
+
+
+class EntityOut(BaseModel):
+    kind: str
+    text: str
+    value: str
+    start_char: int
+    end_char: int
+
+
+class InsightOut(_Event):
+    utterance_id: str
+    speaker: str
+    text: str
+    label: str
+    confidence: float
+    scores: dict[str, float] = {}
+    entities: list[EntityOut] = []
+    sentiment: float | None = None
+    prosody: dict[str, Any] | None = None
+
+
+class CardOut(_Event):
+    """A coaching card as it was shown (fields as defined by ``guidance``)."""
+
+
+class ScoreOut(_Event):
+    score: float
+    delta: float | None = None
+    reasons: list[Any] = []
+
+
+class StatusOut(_Event):
+    state: str
+
+
+class CallDetail(BaseModel):
+    call: CallOut
+    transcript: list[TranscriptOut]
+    insights: list[InsightOut]
+    cards: list[CardOut]
+    scores: list[ScoreOut]
+    statuses: list[StatusOut]
+
+
+class DeliveryOut(BaseModel):
+    delivery_id: str
+    url: str
+    attempt: int
+    at: float
+    outcome: Literal["delivered", "retrying", "failed"]
+    status_code: int | None
+    error: str | None
+
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown call id"}}
+
+
+def _call_out(r: CallRecord) -> CallOut:
+    return CallOut(
+        call_id=r.call_id,
+        source=r.source,
+        rep_id=r.rep_id,
+        started_at=r.started_at,
+        ended_at=r.ended_at,
+        status=r.status,
+        outcome=r.outcome,
+        event_count=r.event_count,
+        has_summary=r.has_summary,
+    )
+
+
+async def summary_of(store: CallStore, call_id: str, fallback: Summarizer) -> Summary:
+    """The stored summary, or for an ended call without one, ``fallback``'s summary of its
+    stored events. Raises ``CallNotFound`` or ``SummaryNotReady`` (live call)."""
+    stored = await store.get_summary(call_id)
+    if stored is not None:
+        return summary_from_wire(stored)
+    record = await store.get_call(call_id)
+    if record.status == "live":
+        raise SummaryNotReady(f"call {call_id!r} is live; its summary is made when it ends")
+    events = await store.events(call_id)
+    return await fallback.summarize(call_id, events, call_date_of(record.started_at))
+
+
+def build_router(
+    store: CallStore, *, auth: Callable[..., Any], fallback: Summarizer | None = None
+) -> APIRouter:
+    """The ``/v1`` routes over ``store``; every route depends on ``auth``."""
+    router = APIRouter(prefix="/v1", tags=["calls"], dependencies=[Depends(auth)])
+    summarizer = fallback or BuiltinSummarizer()
+
+    @router.get("/calls", response_model=CallList, summary="List calls, newest first")
+    async def list_calls(
+        since: Annotated[datetime | None, Query(description="started at or after")] = None,
+        until: Annotated[datetime | None, Query(description="started before")] = None,
+        rep: Annotated[str | None, Query(description="rep id")] = None,
+        outcome: Outcome | None = None,
+        status: CallStatus | None = None,
+        q: Annotated[str | None, Query(max_length=200, description="transcript words")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> CallList:
+        flt = CallFilter(
+            since=since.timestamp() if since else None,
+            until=until.timestamp() if until else None,
+            rep_id=rep,
+            outcome=outcome,
+            status=status,
+            text=q,
+            limit=limit,
+            offset=offset,
+        )
+        records = await _guard(store.list_calls(flt))
+        return CallList(calls=[_call_out(r) for r in records], limit=limit, offset=offset)
+
+    @router.get(
+        "/calls/{call_id}", response_model=CallDetail, responses=_NOT_FOUND,
+        summary="A call with its transcript, insights, cards, scores and status changes",
+    )  # fmt: skip
+    async def get_call(call_id: str) -> CallDetail:
+        record = await _guard(store.get_call(call_id))
+        events = await _guard(store.events(call_id))
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        for e in events:
+            if e.get("is_final", True):
+                by_type.setdefault(str(e.get("type")), []).append(e)
+        return CallDetail.model_validate(
+            {
+                "call": _call_out(record),
+                "transcript": by_type.get("transcript", []),
+                "insights": by_type.get("insight", []),
+                "cards": by_type.get("card", []),
+                "scores": by_type.get("score", []),
+                "statuses": by_type.get("status", []),
+            }
+        )
+
+    @router.get(
+        "/calls/{call_id}/summary",
+        response_model=Summary,
+        summary="The call's summary (JSON, or Markdown with ?format=markdown)",
+        responses={
+            **_NOT_FOUND,
+            409: {"description": "The call is still live"},
+            200: {"content": {"text/markdown": {}}},
+        },
+    )
+    async def get_summary(
+        call_id: str, request: Request, format: Literal["json", "markdown"] | None = None
+    ) -> Any:
+        try:
+            summary = await _guard(summary_of(store, call_id, summarizer))
+        except SummaryNotReady as exc:
+            raise HTTPException(409, str(exc)) from exc
+        wants_md = format == "markdown" or (
+            format is None and "text/markdown" in request.headers.get("accept", "")
+        )
+        if wants_md:
+            return PlainTextResponse(render_markdown(summary), media_type="text/markdown")
+        return summary
+
+    @router.get(
+        "/calls/{call_id}/deliveries", response_model=list[DeliveryOut], responses=_NOT_FOUND,
+        summary="Webhook delivery attempts for the call",
+    )  # fmt: skip
+    async def get_deliveries(call_id: str) -> list[DeliveryOut]:
+        attempts = await _guard(store.deliveries(call_id))
+        return [
+            DeliveryOut(
+                delivery_id=a.delivery_id,
+                url=a.url,
+                attempt=a.attempt,
+                at=a.at,
+                outcome=a.outcome,
+                status_code=a.status_code,
+                error=a.error,
+            )
+            for a in attempts
+        ]
+
+    @router.delete(
+        "/calls/{call_id}", status_code=204, responses=_NOT_FOUND,
+        summary="Delete a call and everything derived from it",
+    )  # fmt: skip
+    async def delete_call(call_id: str) -> Response:
+        await _guard(store.delete_call(call_id))
+        return Response(status_code=204)
+
+    return router
+
+
+async def _guard(awaitable: Awaitable[T]) -> T:
+    try:
+        return await awaitable
+    except CallNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except StoreError as exc:
+        raise HTTPException(503, f"call storage unavailable: {exc}") from exc
