@@ -61,5 +61,10 @@ class Bus:
         for sub in list(self._subs.get(call_id, ())):
             sub.offer(event)
 
+    def end(self, call_id: str) -> None:
+        """The call is over: every current viewer's ``get`` returns None after its backlog."""
+        for sub in list(self._subs.get(call_id, ())):
+            sub.offer(None)
+
     def viewers(self, call_id: str) -> int:
         return len(self._subs.get(call_id, ()))

@@ -104,6 +104,12 @@ class CallSession:
             await self._task
         await self._emit(Status(state, detail, self.audio_s), durable=True)
         await self._store.close_call(self.call_id, "ended" if state == "ended" else "interrupted")
+        self._bus.end(self.call_id)
+
+    async def act(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        """A message from the rep's page; returns the replies for that viewer only."""
+        kind = message.get("type") if isinstance(message, dict) else None
+        return [{"type": "error", "detail": f"unknown message type {kind!r}"}]
 
     async def abort(self) -> None:
         if self._task is not None:

@@ -1,0 +1,306 @@
+"""The HTTP/WebSocket server: routes, authentication, and one ``CallSession`` per live call.
+
+- ``WS /v1/calls/{call_id}/audio``   native audio in (see ``server.ingest``)
+- ``WS /v1/twilio``                  Twilio Media Streams in
+- ``WS /v1/calls/{call_id}/events``  the rep's event stream (stored history first, then live)
+- ``GET /`` the rep's page; ``GET /healthz``; the REST API of ``server.api``
+
+Every route checks who is asking (``server.auth``); ``/healthz`` tells only that the process
+is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import HTMLResponse
+from starlette.types import Message
+from starlette.websockets import WebSocketState
+
+from server.auth import Authenticator, twilio_signature_valid
+from server.bus import Bus, Subscription
+from server.clock import Clock, SystemClock
+from server.ingest import (
+    INVALID_PAYLOAD,
+    POLICY_VIOLATION,
+    ProtocolError,
+    TwilioStarted,
+    TwilioStopped,
+    TwilioStream,
+    decode_native_frame,
+    native_decoder,
+    parse_native_start,
+)
+from server.session import CallSession, Engines
+from server.settings import Settings
+from server.store import CallMeta, CallStore
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 10.0
+CALL_ID_MAX = 128
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engines: Engines
+    store: CallStore
+    bus: Bus
+    auth: Authenticator
+    clock: Clock = field(default_factory=SystemClock)
+    sessions: dict[str, CallSession] = field(default_factory=dict)
+
+
+def build_app(rt: Runtime) -> FastAPI:
+    app = FastAPI(title="Cuecard", version="0.1.0", description="Live coaching for sales calls")
+    app.state.runtime = rt
+
+    async def require_token(request: Request) -> None:
+        if not rt.auth.allows(request):
+            raise HTTPException(
+                401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
+            )
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return resources.files("clients").joinpath("web/index.html").read_text()
+
+    @app.websocket("/v1/calls/{call_id}/audio")
+    async def native_audio(ws: WebSocket, call_id: str) -> None:
+        await ws.accept()
+        if not rt.auth.allows(ws):
+            await ws.close(POLICY_VIOLATION, "missing or wrong token")
+            return
+        await _native(rt, ws, call_id)
+
+    @app.websocket("/v1/twilio")
+    async def twilio(ws: WebSocket) -> None:
+        await ws.accept()
+        await _twilio(rt, ws)
+
+    @app.websocket("/v1/calls/{call_id}/events")
+    async def events(ws: WebSocket, call_id: str) -> None:
+        await ws.accept()
+        if not rt.auth.allows(ws):
+            await ws.close(POLICY_VIOLATION, "missing or wrong token")
+            return
+        await _viewer(rt, ws, call_id)
+
+    app.state.require_token = require_token
+    return app
+
+
+def _valid_call_id(call_id: str) -> bool:
+    return 0 < len(call_id) <= CALL_ID_MAX and all(c.isalnum() or c in "-_." for c in call_id)
+
+
+async def _native(rt: Runtime, ws: WebSocket, call_id: str) -> None:
+    session: CallSession | None = None
+    try:
+        if not _valid_call_id(call_id):
+            raise ProtocolError(POLICY_VIOLATION, "call id must be 1-128 of [A-Za-z0-9._-]")
+        try:
+            first = await asyncio.wait_for(ws.receive(), START_TIMEOUT_S)
+        except TimeoutError:
+            raise ProtocolError(POLICY_VIOLATION, "no start message within 10 s") from None
+        if first["type"] == "websocket.disconnect":
+            return
+        start = parse_native_start(first.get("text", first.get("bytes")))
+        decoder = native_decoder(start, rt.settings.max_frame_bytes)
+        meta = CallMeta(call_id, "native", start.rep_id, rt.clock.now(), dict(start.prior))
+        session = await _open_session(rt, meta, decoder.format.speakers)
+        await ws.send_json({"type": "started", "call_id": call_id})
+        while True:
+            msg = await _receive(ws, rt.settings.idle_timeout_s)
+            if msg is None or msg["type"] == "websocket.disconnect":
+                await _close_session(rt, session, "ended", "audio socket closed")
+                return
+            if msg.get("bytes") is not None:
+                await session.feed(decode_native_frame(decoder, msg["bytes"]))
+            elif _is_stop(msg.get("text")):
+                await session.feed(decoder.flush())
+                await _close_session(rt, session, "ended", "stop message")
+                await ws.close(1000, "call ended")
+                return
+            else:
+                raise ProtocolError(
+                    INVALID_PAYLOAD, 'text frames after start must be {"type":"stop"}'
+                )
+    except ProtocolError as err:
+        log.warning("call %s: closing audio socket: %s", call_id, err.reason)
+        if session is not None:
+            await _close_session(rt, session, "interrupted", err.reason)
+        await _safe_close(ws, err.code, err.reason)
+    except BaseException:
+        if session is not None:
+            await _close_session(rt, session, "interrupted", "server error")
+        raise
+
+
+async def _twilio(rt: Runtime, ws: WebSocket) -> None:
+    """Twilio: nothing is ever sent back on this socket but the close frame."""
+    if rt.settings.twilio_auth_token:
+        url = rt.settings.public_url.rstrip("/") + "/v1/twilio"
+        if not twilio_signature_valid(
+            rt.settings.twilio_auth_token, url, ws.headers.get("x-twilio-signature")
+        ):
+            log.warning("twilio stream rejected: bad X-Twilio-Signature")
+            await ws.close(POLICY_VIOLATION, "bad X-Twilio-Signature")
+            return
+    stream = TwilioStream()
+    session: CallSession | None = None
+    try:
+        while True:
+            msg = await _receive(ws, rt.settings.idle_timeout_s)
+            if msg is None or msg["type"] == "websocket.disconnect":
+                if session is not None:
+                    await session.feed(stream.flush())
+                    await _close_session(rt, session, "ended", "twilio socket closed")
+                return
+            text = msg.get("text")
+            if text is None:
+                raise ProtocolError(INVALID_PAYLOAD, "twilio sends JSON text frames only")
+            event = stream.feed(text)
+            if isinstance(event, TwilioStarted):
+                if not rt.settings.twilio_auth_token and not rt.auth.check(
+                    event.custom.get("token")
+                ):
+                    raise ProtocolError(POLICY_VIOLATION, "missing or wrong token parameter")
+                call_id = event.custom.get("call_id") or event.call_sid
+                if not _valid_call_id(call_id):
+                    raise ProtocolError(POLICY_VIOLATION, "callSid/call_id is not a valid call id")
+                meta = CallMeta(call_id, "twilio", event.custom.get("rep_id"), rt.clock.now())
+                session = await _open_session(rt, meta, event.speakers)
+            elif isinstance(event, TwilioStopped):
+                if session is not None:
+                    await session.feed(stream.flush())
+                    await _close_session(rt, session, "ended", event.reason)
+                    session = None
+                await ws.close(1000, "stream stopped")
+                return
+            elif event is not None and session is not None:
+                await session.feed(event)
+    except ProtocolError as err:
+        log.warning("twilio stream: closing: %s", err.reason)
+        if session is not None:
+            await _close_session(rt, session, "interrupted", err.reason)
+        await _safe_close(ws, err.code, err.reason)
+    except BaseException:
+        if session is not None:
+            await _close_session(rt, session, "interrupted", "server error")
+        raise
+
+
+async def _open_session(rt: Runtime, meta: CallMeta, speakers: tuple[Any, ...]) -> CallSession:
+    if meta.call_id in rt.sessions:
+        raise ProtocolError(POLICY_VIOLATION, f"call {meta.call_id} is already streaming")
+    session = CallSession(meta, speakers, rt.engines, rt.store, rt.bus)
+    rt.sessions[meta.call_id] = session
+    try:
+        await session.start()
+    except BaseException:
+        rt.sessions.pop(meta.call_id, None)
+        raise
+    return session
+
+
+async def _close_session(rt: Runtime, session: CallSession, state: Any, detail: str) -> None:
+    try:
+        await asyncio.shield(session.finish(state, detail))
+    finally:
+        rt.sessions.pop(session.call_id, None)
+
+
+async def _receive(ws: WebSocket, idle_timeout_s: float) -> Message | None:
+    """The next message, or None when the peer has been silent for ``idle_timeout_s``."""
+    try:
+        return await asyncio.wait_for(ws.receive(), idle_timeout_s)
+    except TimeoutError:
+        return None
+
+
+def _is_stop(text: str | None) -> bool:
+    if text is None:
+        return False
+    try:
+        msg = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(msg, dict) and msg.get("type") == "stop"
+
+
+async def _safe_close(ws: WebSocket, code: int, reason: str) -> None:
+    if ws.application_state != WebSocketState.DISCONNECTED:
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await ws.close(code, reason)
+
+
+async def _viewer(rt: Runtime, ws: WebSocket, call_id: str) -> None:
+    """History from the store, then live events; durable events are never sent twice. The
+    socket closes with 1000 when the call ends, 1013 if the viewer falls too far behind."""
+    sub = rt.bus.subscribe(call_id)
+    sender = asyncio.create_task(_send_events(rt, ws, call_id, sub))
+    reader = asyncio.create_task(_viewer_messages(rt, ws, call_id))
+    try:
+        done, _ = await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if sender in done and sender.exception() is None:
+            if sub.overflowed:
+                await _safe_close(ws, 1013, "viewer too slow: reconnect to resume")
+            else:
+                await _safe_close(ws, 1000, "call ended")
+    finally:
+        for task in (sender, reader):
+            task.cancel()
+        for task in (sender, reader):
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await task
+        sub.close()
+
+
+async def _send_events(rt: Runtime, ws: WebSocket, call_id: str, sub: Subscription) -> None:
+    last_seq = 0
+    try:
+        stored = await rt.store.events(call_id)
+    except LookupError:
+        stored = []
+    for old in stored:
+        last_seq = max(last_seq, int(old.get("seq", 0)))
+        await ws.send_json(old)
+    while (event := await sub.get()) is not None:
+        if "seq" in event and event["seq"] <= last_seq:
+            continue
+        await ws.send_json(event)
+
+
+async def _viewer_messages(rt: Runtime, ws: WebSocket, call_id: str) -> None:
+    """Messages from the rep's page (card actions) go to the live session."""
+    while True:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            return
+        session = rt.sessions.get(call_id)
+        text = msg.get("text")
+        if text is None:
+            continue
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError:
+            await ws.send_json({"type": "error", "detail": "messages must be JSON"})
+            continue
+        if session is None:
+            await ws.send_json({"type": "error", "detail": "call is not live"})
+            continue
+        for reply in await session.act(payload):
+            await ws.send_json(reply)

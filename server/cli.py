@@ -1,0 +1,165 @@
+"""``cuecard``: the command line. Each subcommand is a thin layer over the packages."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from models.errors import ModelUnavailable
+from server.settings import Settings, SettingsError
+from server.store import StoreError
+
+log = logging.getLogger("cuecard")
+
+
+def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    except ImportError:  # pragma: no cover - uvloop is a core dependency on Linux
+        return asyncio.run(coro)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        data_dir=Path(args.data_dir).expanduser() if getattr(args, "data_dir", None) else None,
+        model=getattr(args, "model", None),
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from server.main import serve
+
+    return int(run_async(serve(_settings(args), demo=args.demo)) or 0)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from clients.simulator import SimOptions, format_event, simulate
+
+    settings = Settings.from_env()
+    token = args.token or settings.resolved_token()
+    options = SimOptions(server=args.server, token=token, speed=args.speed, twilio=args.twilio)
+    if args.call_id:
+        options = SimOptions(args.server, token, args.speed, args.twilio, args.call_id)
+
+    def show(event: dict[str, Any]) -> None:
+        print(json.dumps(event) if args.json else format_event(event), flush=True)
+
+    try:
+        result = run_async(simulate(Path(args.file), options, show))
+    except OSError as err:
+        print(f"cuecard simulate: cannot reach {args.server}: {err}", file=sys.stderr)
+        return 2
+    if not args.json:
+        print(
+            f"call {result.call_id}: {result.audio_s:.1f} s of audio, {len(result.events)} events"
+        )
+    return 0
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from server.offline import transcribe_file
+
+    settings = _settings(args)
+    for t in run_async(transcribe_file(Path(args.file), settings)):
+        if args.json:
+            print(
+                json.dumps(
+                    {"speaker": t.speaker, "start_s": t.start_s, "end_s": t.end_s, "text": t.text}
+                )
+            )
+        else:
+            print(f"[{t.start_s:7.2f}-{t.end_s:7.2f}] {t.speaker:<8} {t.text}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from models.registry import installed
+    from server.engines import load_detectors, load_transcriber
+
+    ok = True
+    for m in installed():
+        state = "installed" if m.error is None else f"missing: {m.error}"
+        print(f"{m.kind:8} {m.name:8} {state} {m.location}")
+    settings = _settings(args)
+    try:
+        transcriber = load_transcriber(settings)
+        load_detectors(settings)()
+        print(f"configured: {transcriber.name}, VAD {settings.vad}: loads and runs")
+    except ModelUnavailable as err:
+        print(f"configured model {settings.model!r} does not load: {err}")
+        ok = False
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cuecard", description="Live coaching for sales calls")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="start the server")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--data-dir")
+    p.add_argument("--model", help="tiny.en (default), base, or a CTranslate2 folder")
+    p.add_argument("--demo", action="store_true", help="also stream a simulated call into it")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("simulate", help="stream a WAV into a running server as a softphone would")
+    p.add_argument("file")
+    p.add_argument("--server", default="ws://127.0.0.1:8000")
+    p.add_argument("--token", default="", help="default: CUECARD_TOKEN or the data dir's token")
+    p.add_argument(
+        "--speed", type=float, default=1.0, help="1.0 = real time, 0 = as fast as possible"
+    )
+    p.add_argument("--twilio", action="store_true", help="use Twilio Media Streams (mu-law 8 kHz)")
+    p.add_argument("--json", action="store_true", help="one JSON event per line with received_s")
+    p.add_argument("--call-id")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("transcribe", help="transcribe a WAV offline with the same models")
+    p.add_argument("file")
+    p.add_argument("--model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("models", help="list installed models and check the configured one loads")
+    p.add_argument("--model")
+    p.set_defaults(func=cmd_models)
+
+    for register in _registrars():
+        register(sub)
+    return parser
+
+
+def _registrars() -> list[Any]:
+    return []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except (SettingsError, ModelUnavailable, StoreError) as err:
+        print(f"cuecard {args.command}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

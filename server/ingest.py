@@ -1,0 +1,207 @@
+"""Wire protocols that bring a call's audio in, as sans-I/O cores.
+
+Native (``/v1/calls/{call_id}/audio``): the first message is JSON text declaring the stream
+(``NativeStart``); then binary frames of interleaved audio; optionally ``{"type": "stop"}``.
+
+Twilio Media Streams (``/v1/twilio``): JSON text ``connected``, ``start``, ``media``, ``mark``,
+``dtmf``, ``stop``; base64 mu-law 8 kHz, one message per 20 ms per track. ``inbound`` and
+``outbound`` tracks are mapped to rep/customer by ``start.customParameters.rep_track``; a
+stream without it is rejected (closed, with the reason logged: Twilio shows no reason, and a
+guessed speaker would put every coaching rule on the wrong side). Each track is placed on the
+call's timeline by its ``timestamp``; a gap is filled with silence so both sides stay aligned.
+
+Errors are ``ProtocolError(close_code, reason)``: the socket closes with that code and reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from audio.chunk import AudioChunk, Speaker
+from audio.codec import AudioFormatError, ChannelDecoder, StreamFormat
+
+# RFC 6455 close codes used here
+UNSUPPORTED_DATA = 1003
+INVALID_PAYLOAD = 1007
+POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol; the stream ends with ``code`` and ``reason``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason[:120]  # a close reason must fit in 123 bytes
+
+
+class NativeStart(BaseModel):
+    """First message of a native stream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["start"]
+    encoding: Literal["pcm16", "mulaw"]
+    sample_rate_hz: Literal[8000, 16000, 48000]
+    channels: Literal[1, 2]
+    speakers: list[Literal["rep", "customer", "unknown"]] = Field(min_length=1, max_length=2)
+    rep_id: str | None = Field(default=None, max_length=200)
+    prior: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _speakers_match_channels(self) -> NativeStart:
+        if len(self.speakers) != self.channels:
+            raise ValueError(
+                f"speakers lists {len(self.speakers)} names for {self.channels} channel(s)"
+            )
+        if len(set(self.speakers)) != len(self.speakers):
+            raise ValueError("each channel needs its own speaker")
+        return self
+
+    def stream_format(self) -> StreamFormat:
+        return StreamFormat(self.encoding, self.sample_rate_hz, tuple(self.speakers))
+
+
+def parse_native_start(message: str | bytes | None) -> NativeStart:
+    if not isinstance(message, str):
+        raise ProtocolError(UNSUPPORTED_DATA, "first message must be a JSON text start message")
+    try:
+        return NativeStart.model_validate_json(message)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        raise ProtocolError(INVALID_PAYLOAD, f"bad start message: {where}: {first['msg']}") from err
+
+
+def native_decoder(start: NativeStart, max_frame_bytes: int) -> ChannelDecoder:
+    return ChannelDecoder(start.stream_format(), max_frame_bytes)
+
+
+def decode_native_frame(decoder: ChannelDecoder, frame: bytes) -> list[AudioChunk]:
+    try:
+        return decoder.feed(frame)
+    except AudioFormatError as err:
+        code = MESSAGE_TOO_BIG if "exceeds" in str(err) else INVALID_PAYLOAD
+        raise ProtocolError(code, str(err)) from err
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioStarted:
+    call_sid: str
+    stream_sid: str
+    speakers: tuple[Speaker, ...]
+    custom: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioStopped:
+    reason: str
+
+
+TwilioEvent = TwilioStarted | TwilioStopped | list[AudioChunk]
+
+TWILIO_RATE_HZ = 8000
+MAX_TWILIO_PAYLOAD_B64 = 4 * 1024  # 20 ms is 216 characters; allow long frames, not floods
+
+
+class TwilioStream:
+    """One Twilio Media Streams socket: JSON text in, audio chunks out."""
+
+    def __init__(self) -> None:
+        self.started: TwilioStarted | None = None
+        self._decoders: dict[str, ChannelDecoder] = {}
+        self._next_ms: dict[str, int] = {}
+
+    def feed(self, text: str) -> TwilioEvent | None:
+        try:
+            msg = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ProtocolError(INVALID_PAYLOAD, f"not JSON: {err.msg}") from err
+        if not isinstance(msg, dict):
+            raise ProtocolError(INVALID_PAYLOAD, "message must be a JSON object")
+        event = msg.get("event")
+        if event in ("connected", "mark", "dtmf"):
+            return None
+        if event == "start":
+            return self._start(msg)
+        if event == "media":
+            return self._media(msg)
+        if event == "stop":
+            return TwilioStopped("stop message")
+        raise ProtocolError(INVALID_PAYLOAD, f"unknown event {event!r}")
+
+    def flush(self) -> list[AudioChunk]:
+        return [c for d in self._decoders.values() for c in d.flush()]
+
+    def _start(self, msg: dict[str, Any]) -> TwilioStarted:
+        if self.started is not None:
+            raise ProtocolError(INVALID_PAYLOAD, "second start message")
+        start = msg.get("start")
+        if not isinstance(start, dict):
+            raise ProtocolError(INVALID_PAYLOAD, "start message without a start object")
+        custom = start.get("customParameters") or {}
+        rep_track = custom.get("rep_track") if isinstance(custom, dict) else None
+        if rep_track not in ("inbound", "outbound"):
+            raise ProtocolError(
+                POLICY_VIOLATION,
+                "start.customParameters.rep_track must be 'inbound' or 'outbound' "
+                '(add <Parameter name="rep_track" .../> to <Stream>)',
+            )
+        fmt = start.get("mediaFormat") or {}
+        if fmt and (fmt.get("encoding") != "audio/x-mulaw" or str(fmt.get("sampleRate")) != "8000"):
+            raise ProtocolError(UNSUPPORTED_DATA, f"unsupported mediaFormat {fmt!r}")
+        other = "outbound" if rep_track == "inbound" else "inbound"
+        roles: dict[str, Speaker] = {rep_track: "rep", other: "customer"}
+        for track, speaker in roles.items():
+            self._decoders[track] = ChannelDecoder(
+                StreamFormat("mulaw", TWILIO_RATE_HZ, (speaker,)), MAX_TWILIO_PAYLOAD_B64
+            )
+            self._next_ms[track] = 0
+        self.started = TwilioStarted(
+            call_sid=str(start.get("callSid") or msg.get("streamSid") or ""),
+            stream_sid=str(start.get("streamSid") or msg.get("streamSid") or ""),
+            speakers=("rep", "customer"),
+            custom={str(k): str(v) for k, v in custom.items()},
+        )
+        return self.started
+
+    def _media(self, msg: dict[str, Any]) -> list[AudioChunk]:
+        if self.started is None:
+            raise ProtocolError(INVALID_PAYLOAD, "media before start")
+        media = msg.get("media")
+        if not isinstance(media, dict):
+            raise ProtocolError(INVALID_PAYLOAD, "media message without a media object")
+        track = media.get("track", "inbound")
+        decoder = self._decoders.get(track)
+        if decoder is None:
+            raise ProtocolError(INVALID_PAYLOAD, f"unknown track {track!r}")
+        payload = media.get("payload")
+        if not isinstance(payload, str) or len(payload) > MAX_TWILIO_PAYLOAD_B64:
+            raise ProtocolError(MESSAGE_TOO_BIG, "media payload missing or too large")
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError) as err:
+            raise ProtocolError(
+                INVALID_PAYLOAD, f"media payload is not valid base64: {err}"
+            ) from err
+        chunks: list[AudioChunk] = []
+        try:
+            stamp_ms = int(media.get("timestamp", self._next_ms[track]))
+        except (TypeError, ValueError) as err:
+            raise ProtocolError(INVALID_PAYLOAD, "media.timestamp is not a number") from err
+        gap_ms = stamp_ms - self._next_ms[track]
+        if gap_ms >= 20:  # lost packets: keep the track on the call's timeline
+            silence = np.full(gap_ms * TWILIO_RATE_HZ // 1000, 0xFF, dtype=np.uint8).tobytes()
+            chunks += decoder.feed(silence)
+            self._next_ms[track] += gap_ms
+        chunks += decoder.feed(data)
+        self._next_ms[track] += len(data) * 1000 // TWILIO_RATE_HZ
+        return chunks

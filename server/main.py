@@ -1,0 +1,101 @@
+"""``cuecard serve``: build the runtime, serve it with uvicorn, shut down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from server.app import Runtime, build_app
+from server.auth import Authenticator
+from server.bus import Bus
+from server.engines import load_engines, open_store
+from server.settings import Settings
+
+log = logging.getLogger("cuecard")
+
+
+async def build_runtime(settings: Settings) -> Runtime:
+    engines = await asyncio.get_running_loop().run_in_executor(None, load_engines, settings)
+    store = await open_store(settings)
+    interrupted = await store.mark_live_calls_interrupted()
+    if interrupted:
+        log.warning(
+            "marked %d call(s) interrupted by the last shutdown: %s",
+            len(interrupted),
+            ", ".join(interrupted),
+        )
+    return Runtime(settings, engines, store, Bus(), Authenticator(settings.resolved_token()))
+
+
+async def close_runtime(rt: Runtime) -> None:
+    for session in list(rt.sessions.values()):
+        await session.finish("interrupted", "server shutting down")
+    await rt.engines.scheduler.stop()
+    await rt.store.close()
+
+
+async def serve(settings: Settings, *, demo: bool = False) -> int:
+    rt = await build_runtime(settings)
+    app = build_app(rt)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        log_level="warning",
+        ws_max_size=1 << 20,
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn has no event)
+        await asyncio.sleep(0.05)
+    if serving.done():
+        await close_runtime(rt)
+        return 1
+    port = server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.port
+    base = f"http://{settings.host}:{port}"
+    token = settings.resolved_token()
+    print(f"Cuecard is listening on {base}  (data: {settings.data_dir})", flush=True)
+    print(f"  rep's page:  {base}/#token={token}", flush=True)
+    print(
+        f"  simulate:    cuecard simulate FILE.wav --server ws://{settings.host}:{port}", flush=True
+    )
+    print(f"  API docs:    {base}/docs", flush=True)
+    demo_task = asyncio.create_task(_demo(settings, port, token)) if demo else None
+    try:
+        await serving
+    finally:
+        if demo_task is not None:
+            demo_task.cancel()
+        await close_runtime(rt)
+    return 0
+
+
+async def _demo(settings: Settings, port: int, token: str) -> None:
+    from clients.callgen import DEMO_CALL, render
+    from clients.simulator import SimOptions, format_event, simulate
+
+    if shutil.which("espeak-ng") is None:
+        print(
+            "demo needs espeak-ng to speak its call: apt-get install -y espeak-ng", file=sys.stderr
+        )
+        return
+    path = Path(settings.data_dir) / "demo-call.wav"
+    if not path.exists():
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: render(DEMO_CALL).write(path)
+        )
+    print(f"demo: streaming {path} as a live call (rep on the left channel, customer on the right)")
+    options = SimOptions(server=f"ws://{settings.host}:{port}", token=token, call_id="demo")
+    try:
+        await simulate(path, options, lambda e: print(format_event(e), flush=True))
+    except Exception as err:  # the demo is a guest: it never takes the server down
+        log.error("demo call failed: %s", err)
+        return
+    print(f"demo call done: see it at http://{settings.host}:{port}/v1/calls/demo (token needed)")

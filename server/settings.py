@@ -1,0 +1,110 @@
+"""Server settings, read from the environment once (``Settings.from_env``) and passed down.
+
+Every variable is ``CUECARD_<FIELD>`` in upper case, e.g. ``CUECARD_PORT=9000``. Defaults are
+the embedded ones: SQLite in the data directory, in-process bus, bundled tiny.en model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A configuration value is malformed; the message names the variable. Fix and restart."""
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(base) / "cuecard"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = field(default_factory=default_data_dir)
+    token: str = ""  # bearer token for every endpoint; empty: read or create data_dir/token
+    store: str = "sqlite"  # "sqlite" or a redis:// URL
+    model: str = "tiny.en"
+    vad: str = "silero"
+    asr_threads: int = 2
+    min_silence_ms: int = 300
+    partial_every_ms: int = 640
+    max_utterance_s: float = 15.0
+    max_frame_bytes: int = 64_000
+    twilio_auth_token: str = ""  # when set, X-Twilio-Signature is verified
+    public_url: str = ""  # the URL Twilio dials (signature base), e.g. wss://host
+    playbook: str = ""  # path of a playbook file; empty: the bundled defaults
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret: str = ""
+    llm_base_url: str = ""  # an OpenAI-compatible endpoint; empty: built-in summaries
+    llm_model: str = ""
+    llm_api_key: str = ""
+    retention_days: float = 0.0  # 0 keeps calls forever
+    idle_timeout_s: float = 30.0  # a call with no audio this long is ended
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536 and self.port != 0:
+            raise SettingsError(f"CUECARD_PORT must be a TCP port, got {self.port}")
+        if self.asr_threads < 1:
+            raise SettingsError("CUECARD_ASR_THREADS must be >= 1")
+        if self.vad not in ("silero", "webrtc"):
+            raise SettingsError(f"CUECARD_VAD must be silero or webrtc, got {self.vad!r}")
+        if not (self.store == "sqlite" or self.store.startswith(("redis://", "rediss://"))):
+            raise SettingsError(
+                f"CUECARD_STORE must be sqlite or a redis:// URL, got {self.store!r}"
+            )
+        if not 100 <= self.min_silence_ms <= 3000:
+            raise SettingsError("CUECARD_MIN_SILENCE_MS must be within [100, 3000]")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``CUECARD_*`` variables; ``overrides`` (e.g. CLI flags) win."""
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"CUECARD_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _parse(f.name, raw, f.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except TypeError as err:
+            raise SettingsError(str(err)) from err
+
+    def resolved_token(self) -> str:
+        """The bearer token: configured, or kept in ``data_dir/token`` (created 0600)."""
+        if self.token:
+            return self.token
+        path = self.data_dir / "token"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(24)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return token
+
+
+def _parse(name: str, raw: str, kind: object) -> Any:
+    var = f"CUECARD_{name.upper()}"
+    text = str(kind)
+    try:
+        if text == "int":
+            return int(raw)
+        if text == "float":
+            return float(raw)
+        if text == "Path":
+            return Path(raw).expanduser()
+        if text.startswith("tuple"):
+            return tuple(u.strip() for u in raw.split(",") if u.strip())
+    except ValueError as err:
+        raise SettingsError(f"{var}={raw!r} is not a valid {text}") from err
+    return raw
