@@ -62,6 +62,7 @@ class Card:
     audio_end_s: float
     provisional: bool = False
     times_raised: int = 1
+    utterance_id: str | None = None  # the triggering utterance; None for timing alerts
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ class Candidate:
     responses: tuple[str, ...]
     evidence: Evidence | None
     audio_end_s: float
+    utterance_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -224,6 +226,7 @@ class CardDeck:
             evidence=c.evidence,
             audio_end_s=c.audio_end_s,
             provisional=provisional,
+            utterance_id=c.utterance_id,
         )
         self._slots[c.key] = _Slot(
             card=card, last_raised_s=now_s, last_sent_s=now_s, issued_at_s=now_s
@@ -260,6 +263,7 @@ def _with_evidence(card: Card, c: Candidate, times_raised: int) -> Card:
         detail=c.detail,
         evidence=c.evidence,
         audio_end_s=c.audio_end_s,
+        utterance_id=c.utterance_id,
         times_raised=times_raised,
         priority=max(card.priority, c.priority),
     )

@@ -199,6 +199,7 @@ class Coach:
             responses=tuple(template.responses),
             evidence=Evidence(i.text, i.speaker, i.start_s, i.end_s),
             audio_end_s=i.end_s,
+            utterance_id=i.utterance_id,
         )
 
     def _offer_alerts(self, alerts: list[Alert]) -> list[CoachEvent]:

@@ -118,6 +118,7 @@ def test_insight_sequences_give_the_right_cards(
         assert card.evidence is not None and card.evidence.quote == source.text
         assert card.evidence.speaker == "customer"
         assert card.evidence.start_s == source.start_s and card.responses
+        assert card.utterance_id == source.utterance_id
     assert len({c.card_id for c in issued}) == len(issued)
 
 
