@@ -1,13 +1,19 @@
-"""The built-in summary engine on stored wire events, its due-date rules and its Markdown."""
+"""Summary engines on stored wire events: the built-in one (rules, due dates, Markdown) and the
+LLM one against a real chat-completions server on loopback."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Iterator
 from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
+from guidance.llm_summary import LlmOptions, LlmSummarizer
 from guidance.summary import (
     ActionItem,
     BuiltinSummarizer,
@@ -285,3 +291,170 @@ async def test_wire_round_trip_and_markdown() -> None:
     assert "## Objections" in md and "**price**" in md and "| rep | 0:18 |" in md
     with pytest.raises(ValueError):
         summary_from_wire({**wire, "outcome": "won-the-lottery"})
+
+
+# -- the LLM engine ---------------------------------------------------------------------------
+
+GOOD = {
+    "overview": "Dana wants renewal tracking; price came up; a proposal is due Friday.",
+    "outcome": "advanced",
+    "needs": [{"utterance_id": "customer-0", "text": "Track renewals without spreadsheets"}],
+    "objections": [
+        {
+            "kind": "price",
+            "utterance_id": "customer-1",
+            "text": "Too expensive",
+            "response": "Payback in three months",
+            "handling": "addressed",
+        }
+    ],
+    "buying_signals": [{"utterance_id": "customer-2", "text": "How soon can we start?"}],
+    "next_steps": [{"utterance_id": "rep-2", "text": "Demo with the manager"}],
+    "action_items": [
+        {
+            "owner": "rep",
+            "item": "Send the proposal",
+            "due": "2026-11-27",
+            "due_text": "by Friday",
+            "utterance_id": "rep-2",
+        }
+    ],
+}
+
+
+class ChatServer:
+    """A real OpenAI-compatible chat-completions server on 127.0.0.1 with scripted answers:
+    a string is the assistant message content, an int an HTTP error status, a float a delay
+    in seconds before answering (longer than the client's timeout)."""
+
+    def __init__(self, script: list[str | int | float]) -> None:
+        self.script = script
+        self.requests: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append({"path": self.path, **req})
+                step = outer.script.pop(0)
+                if isinstance(step, float):
+                    time.sleep(step)
+                    step = json.dumps(GOOD)
+                if isinstance(step, int):
+                    self._send(step, {"error": {"message": "boom", "type": "server_error"}})
+                    return
+                self._send(200, {
+                    "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
+                    "model": req["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": step}}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                })  # fmt: skip
+
+            def _send(self, code: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the client gave up (timeout test)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        ).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def chat() -> Iterator[ChatServer]:
+    server = ChatServer([])
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+async def _llm(chat: ChatServer, script: list[str | int | float], **kw: Any) -> Any:
+    chat.script[:] = script
+    engine = LlmSummarizer(LlmOptions(base_url=chat.base_url, model="test-model", **kw))
+    try:
+        return await engine.summarize("c1", CALL, SAT)
+    finally:
+        await engine.aclose()
+
+
+async def test_llm_good_answer(chat: ChatServer) -> None:
+    """A valid structured answer becomes the summary's judgement parts; talk statistics and
+    timeline still come from the built-in core; the request asked for a JSON schema."""
+    s = await _llm(chat, [json.dumps(GOOD)])
+    assert s.engine == "llm:test-model"
+    assert s.overview == GOOD["overview"]
+    assert [(a.owner, a.item, a.due) for a in s.action_items] == [
+        ("rep", "Send the proposal", "2026-11-27")]  # fmt: skip
+    assert s.objections[0].start_s == 11.0 and s.buying_signals[0].speaker == "customer"
+    assert s.talk == build_summary("c1", CALL, SAT).talk
+    [req] = chat.requests
+    assert req["path"] == "/v1/chat/completions" and req["model"] == "test-model"
+    assert req["response_format"]["type"] == "json_schema"
+    assert "action_items" in json.dumps(req["response_format"]["json_schema"]["schema"])
+    assert "[rep-2]" in req["messages"][1]["content"]
+    assert "Saturday 2026-11-21" in req["messages"][1]["content"]
+
+
+async def test_llm_malformed_then_good_retries_once(chat: ChatServer) -> None:
+    """A malformed first answer is retried, and the valid second one is used."""
+    s = await _llm(chat, ["{not json", "```json\n" + json.dumps(GOOD) + "\n```"],
+                   response_format="json_object")  # fmt: skip
+    assert s.engine == "llm:test-model"
+    assert len(chat.requests) == 2
+    assert chat.requests[0]["response_format"] == {"type": "json_object"}
+
+
+@pytest.mark.parametrize(
+    ("script", "why"),
+    [
+        (["{not json", json.dumps({**GOOD, "outcome": "won"})], "invalid answer"),
+        (
+            [json.dumps({**GOOD, "needs": [{"utterance_id": "customer-99", "text": "x"}]})] * 2,
+            "unknown utterance_id",
+        ),
+        ([500, 503], "HTTP 503"),
+    ],
+)
+async def test_llm_failing_twice_falls_back(
+    chat: ChatServer, script: list[str | int | float], why: str
+) -> None:
+    """Two bad answers (malformed, schema-invalid, unknown ids, HTTP errors) fall back to the
+    built-in summary, which says why."""
+    s = await _llm(chat, script)
+    assert len(chat.requests) == 2
+    assert s.engine.startswith("builtin (llm failed: ") and why in s.engine
+    builtin = build_summary("c1", CALL, SAT)
+    assert s.action_items == builtin.action_items and s.overview == builtin.overview
+
+
+async def test_llm_timeout_falls_back(chat: ChatServer) -> None:
+    """An endpoint slower than the timeout falls back to the built-in summary."""
+    s = await _llm(chat, [2.0, 2.0], timeout_s=0.2)
+    assert s.engine == "builtin (llm failed: timed out)"
+
+
+def test_llm_options_validated() -> None:
+    """A corrupt LLM configuration fails at construction with a clear ValueError."""
+    with pytest.raises(ValueError, match="base_url"):
+        LlmOptions(base_url="localhost:11434", model="m")
+    with pytest.raises(ValueError, match="model"):
+        LlmOptions(base_url="http://127.0.0.1:1/v1", model="")
