@@ -1,0 +1,453 @@
+"""Redaction of payment cards, US social security numbers, emails and phone numbers.
+
+Run it on every transcript, partial or final, before it is stored, shown, logged or sent::
+
+    redactor = Redactor(RedactionOptions())            # all categories on by default
+    transcript = redactor.transcript(transcript)       # text and words, consistently
+    text = redact_text("my card is 4111 1111 1111 1111")  # -> "my card is [CARD]"
+
+Contract: a detected span is replaced by a typed placeholder (``[CARD]``, ``[SSN]``,
+``[EMAIL]``, ``[PHONE]``, and ``[DIGITS]`` for partials, below) in the text, and the words
+that overlap it are replaced by one placeholder word spanning their times (lowest
+probability), keeping any characters of those words outside the span. The same detector runs
+on the text and on the words' concatenated text, so both agree.
+
+Detection works on a token stream where numbers can be written ("4111", "4,111",
+"555-123-4567") or spoken as Whisper writes dictation ("four one one one", "oh" for zero
+inside a number, "double five", "triple two", "forty-one", "eight hundred"), mixed, with
+spaces, commas, dashes, periods, slashes, parentheses and fillers (um, uh) between them. A
+*run* is a maximal sequence of such number tokens; any other word ends it. Then:
+
+- card: 13-19 consecutive digits of a run that pass the Luhn check (a longer run is searched
+  for such a window, so "4111 1111 1111 1111, 12/25" still masks the card);
+- SSN: a 9-digit run grouped 3-2-4 ("123-45-6789", "one two three, four five, six seven
+  eight nine"), or any 9-digit run after "social security"/"SSN"; area not 000, 666 or 9xx,
+  group not 00, serial not 0000;
+- phone: 10 digits (or 11 starting with 1) with a valid North American area code and
+  exchange (first digit 2-9), in any grouping; or 7 digits grouped 3-4 ("555-1234") or
+  after "call", "phone", "number", "cell", "reach", ...;
+- email: written (``john.smith@acme.com``) or spoken ("john dot smith at acme dot com"; a
+  spoken "at" needs a known top-level domain at the end, to spare "meet at the office").
+
+Not redacted: amounts after a currency sign, numbers with thousands separators
+("5,551,234 users"), runs made only of years ("2019, 2020, 2021"), short numbers, prices.
+
+Partial transcripts may hold only the start of a number or address. In a partial
+(``is_final=False``) every run of ``partial_min_digits`` (default 5) or more digits that is
+not classified is masked as ``[DIGITS]``, and an address still being spoken ("john dot
+smith at acme dot", "john.smith@acm") as ``[EMAIL]``. Partials are replaced by later
+partials and the final, so over-masking there costs nothing; the final is classified exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from nlp.transcript import Transcript, Word
+
+Category = Literal["card", "ssn", "email", "phone", "digits"]
+
+PLACEHOLDERS: dict[Category, str] = {
+    "card": "[CARD]",
+    "ssn": "[SSN]",
+    "email": "[EMAIL]",
+    "phone": "[PHONE]",
+    "digits": "[DIGITS]",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RedactionOptions:
+    """Which categories to redact (all on by default) and the partial digit-run threshold."""
+
+    cards: bool = True
+    ssns: bool = True
+    emails: bool = True
+    phones: bool = True
+    partial_min_digits: int = 5
+
+    def __post_init__(self) -> None:
+        if self.partial_min_digits < 1:
+            raise ValueError("partial_min_digits must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A detected span of the input, ``[start_char, end_char)``."""
+
+    category: Category
+    start_char: int
+    end_char: int
+
+
+_DIGIT_WORDS = {
+    "zero": "0",
+    "oh": "0",
+    "o": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+}
+_ZERO_ALIASES = {"oh", "o"}  # only inside a run: "Oh, 4000 users" starts no number
+_TEENS = {
+    "ten": "10",
+    "eleven": "11",
+    "twelve": "12",
+    "thirteen": "13",
+    "fourteen": "14",
+    "fifteen": "15",
+    "sixteen": "16",
+    "seventeen": "17",
+    "eighteen": "18",
+    "nineteen": "19",
+}
+_TENS = {
+    "twenty": "2",
+    "thirty": "3",
+    "forty": "4",
+    "fifty": "5",
+    "sixty": "6",
+    "seventy": "7",
+    "eighty": "8",
+    "ninety": "9",
+}
+_REPEATS = {"double": 2, "triple": 3}
+_FILLERS = {"um", "uh", "er", "erm", "ah", "hmm", "mm"}
+_SEPARATORS = set(",-./()+")
+_CURRENCY = set("$€£¥")
+_TOKEN = re.compile(r"\d+|[^\W\d_]+|\S")
+_SSN_CONTEXT = re.compile(r"social|security|\bssn\b|\bs\.?\s?s\.?\s?n\b", re.IGNORECASE)
+_PHONE_CONTEXT = re.compile(
+    r"\b(call|calling|phone|number|cell|mobile|reach|text|dial|extension|line|fax)\b",
+    re.IGNORECASE,
+)
+_YEAR = re.compile(r"(19|20)\d\d")
+
+_TLDS = "com|net|org|edu|gov|io|co|us|ai|biz|info|me|uk|ca|de|fr|app|dev|tech"
+_CONNECT = r"(?:\s*\.\s*|\s+dot\s+|_|\s+underscore\s+|\s+dash\s+|\s+hyphen\s+)"
+_LABEL = r"[A-Za-z0-9+%-]+"
+_DOT = r"(?:\.|\s+dot\s+)"
+_DOT_END = r"(?:\.|\s+dot\b)"
+_EMAIL_WRITTEN = re.compile(
+    r"[A-Za-z0-9._%+-]+\s*@\s*[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", re.IGNORECASE
+)
+_EMAIL_SPOKEN = re.compile(
+    rf"\b{_LABEL}(?:{_CONNECT}{_LABEL})*\s+at\s+{_LABEL}(?:{_DOT}{_LABEL})*{_DOT}(?:{_TLDS})\b",
+    re.IGNORECASE,
+)
+# Partials only: an address cut off mid-way (no top-level domain yet).
+_EMAIL_PENDING = re.compile(
+    rf"(?:[A-Za-z0-9._%+-]+\s*@\s*[A-Za-z0-9.-]*"
+    rf"|\b{_LABEL}(?:{_CONNECT}{_LABEL})+\s+at(?:\s+{_LABEL}(?:{_DOT}{_LABEL})*{_DOT_END}?)?"
+    rf"|\b{_LABEL}\s+at\s+{_LABEL}(?:{_DOT}{_LABEL})*{_DOT_END})[\s.]*$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Num:
+    """A number token: its digits, characters, and whether a group boundary precedes it."""
+
+    digits: str
+    start_char: int
+    end_char: int
+    written: bool
+    boundary_before: bool
+
+
+class Redactor:
+    """Finds and masks sensitive spans; stateless apart from its options, safe to share."""
+
+    def __init__(self, options: RedactionOptions | None = None) -> None:
+        self.options = options or RedactionOptions()
+
+    def find(self, text: str, *, is_final: bool = True) -> list[Span]:
+        """Non-overlapping spans to mask in ``text``, in order."""
+        spans: list[Span] = []
+        if self.options.emails:
+            spans += [Span("email", m.start(), m.end()) for m in _EMAIL_WRITTEN.finditer(text)]
+            spans += [Span("email", m.start(), m.end()) for m in _EMAIL_SPOKEN.finditer(text)]
+            if not is_final and (m := _EMAIL_PENDING.search(text)):
+                spans.append(Span("email", m.start(), m.end()))
+        for run in _runs(text):
+            spans += self._classify(text, run, is_final)
+        return _merge(spans)
+
+    def redact(
+        self, text: str, words: Sequence[Word] = (), *, is_final: bool = True
+    ) -> tuple[str, tuple[Word, ...]]:
+        """The text and words with every detected span replaced by its placeholder."""
+        return self._redact_text(text, is_final), self._redact_words(words, is_final)
+
+    def transcript(self, transcript: Transcript) -> Transcript:
+        """A copy of ``transcript`` with its text and words redacted (partials more eagerly)."""
+        text, words = self.redact(transcript.text, transcript.words, is_final=transcript.is_final)
+        if text == transcript.text and words == transcript.words:
+            return transcript
+        return dataclasses.replace(transcript, text=text, words=words)
+
+    def _redact_text(self, text: str, is_final: bool) -> str:
+        return _apply(text, self.find(text, is_final=is_final))
+
+    def _redact_words(self, words: Sequence[Word], is_final: bool) -> tuple[Word, ...]:
+        joined = "".join(w.text for w in words)
+        starts = [0]
+        for w in words:
+            starts.append(starts[-1] + len(w.text))
+        # Word index ranges [a, b) hit by spans; ranges sharing a word become one placeholder.
+        ranges: list[list[int]] = []
+        spans = self.find(joined, is_final=is_final)
+        for span in spans:
+            a = next(k for k in range(len(words)) if starts[k + 1] > span.start_char)
+            b = next(k for k in range(a, len(words) + 1) if starts[k] >= span.end_char)
+            if ranges and a < ranges[-1][1]:
+                ranges[-1][1] = max(ranges[-1][1], b)
+            else:
+                ranges.append([a, b])
+        out: list[Word] = []
+        cursor = 0
+        for a, b in ranges:
+            out += words[cursor:a]
+            hit = words[a:b]
+            inner = [
+                Span(x.category, x.start_char - starts[a], x.end_char - starts[a])
+                for x in spans
+                if starts[a] <= x.start_char < starts[b]
+            ]
+            out.append(
+                Word(
+                    text=_apply(joined[starts[a] : starts[b]], inner),
+                    start_s=hit[0].start_s,
+                    end_s=hit[-1].end_s,
+                    probability=min(w.probability for w in hit),
+                )
+            )
+            cursor = b
+        return (*out, *words[cursor:])
+
+    def _classify(self, text: str, run: list[_Num], is_final: bool) -> list[Span]:
+        """Spans of one run: leftmost-longest classified windows, then the leftovers."""
+        if _is_quantity(text, run):
+            return []
+        labels: list[Category | None] = [None] * len(run)
+        window_ids = list(range(len(run)))  # tokens of one classified window share an id
+        i = 0
+        while i < len(run):
+            found = self._window_at(text, run, i)
+            if found is None:
+                i += 1
+                continue
+            category, end = found
+            labels[i:end] = [category] * (end - i)
+            window_ids[i:end] = [i] * (end - i)
+            i = end
+        # Digits next to a card (expiry, a misheard extra digit) go with it; in a partial a
+        # long run is masked whole, since the rest of the number may still be coming.
+        leftover: Category | None = None
+        if "card" in labels:
+            leftover = "card"
+        elif not is_final and self._masks_digits(run):
+            leftover = "digits"
+        joins = [
+            k > 0 and (window_ids[k] == window_ids[k - 1] or None in (labels[k], labels[k - 1]))
+            for k in range(len(run))
+        ]
+        labels = [label or leftover for label in labels]
+        spans: list[Span] = []
+        for k, (num, label) in enumerate(zip(run, labels, strict=True)):
+            if label is None:
+                continue
+            if joins[k] and labels[k - 1] == label and spans:
+                spans[-1] = Span(label, spans[-1].start_char, num.end_char)
+            else:
+                spans.append(Span(label, _lead_start(text, num.start_char), num.end_char))
+        return spans
+
+    def _window_at(self, text: str, run: list[_Num], i: int) -> tuple[Category, int] | None:
+        """The longest window ``run[i:end]`` that is a card, SSN or phone, as (category, end).
+
+        Windows start and end on group boundaries, so a spoken number that fails the Luhn
+        check is not searched digit by digit for a shorter one that passes."""
+        before = text[max(0, run[i].start_char - 40) : run[i].start_char]
+        starts_group = i == 0 or run[i].boundary_before
+        best: tuple[Category, int] | None = None
+        digits = ""
+        for end in range(i + 1, len(run) + 1):
+            digits += run[end - 1].digits
+            if len(digits) > 19:
+                break
+            window = run[i:end]
+            if not starts_group or (end < len(run) and not run[end].boundary_before):
+                continue
+            if self.options.cards and len(digits) >= 13 and _luhn(digits):
+                best = ("card", end)
+            elif self.options.ssns and _is_ssn(window, digits, before):
+                best = ("ssn", end)
+            elif self.options.phones and _is_phone(window, digits, before):
+                best = ("phone", end)
+        return best
+
+    def _masks_digits(self, run: list[_Num]) -> bool:
+        numeric = self.options.cards or self.options.ssns or self.options.phones
+        return numeric and sum(len(n.digits) for n in run) >= self.options.partial_min_digits
+
+
+def redact_text(
+    text: str, options: RedactionOptions | None = None, *, is_final: bool = True
+) -> str:
+    """``text`` with every detected span replaced by its placeholder."""
+    return Redactor(options)._redact_text(text, is_final)
+
+
+def _apply(text: str, spans: Sequence[Span]) -> str:
+    out, cursor = [], 0
+    for span in spans:
+        out += [text[cursor : span.start_char], PLACEHOLDERS[span.category]]
+        cursor = span.end_char
+    return "".join([*out, text[cursor:]])
+
+
+def _runs(text: str) -> list[list[_Num]]:
+    """Maximal runs of number tokens joined only by separators, fillers and whitespace."""
+    runs: list[list[_Num]] = []
+    run: list[_Num] = []
+    tokens = list(_TOKEN.finditer(text))
+    pending_boundary = False
+    i = 0
+    while i < len(tokens):
+        num, i = _number_at(tokens, i, started=bool(run))
+        if num is not None:
+            prev = run[-1] if run else None
+            # Written multi-digit numbers are groups of their own ("555 123 4567"); spoken
+            # digits group until punctuation ("five five five, one two three").
+            boundary = pending_boundary or (
+                prev is not None and (_is_written_group(prev) or _is_written_group(num))
+            )
+            run.append(dataclasses.replace(num, boundary_before=boundary))
+            pending_boundary = False
+            continue
+        token = tokens[i].group().lower()
+        if run and (token in _SEPARATORS or token in _FILLERS):
+            pending_boundary = pending_boundary or token in _SEPARATORS
+        else:
+            if run:
+                runs.append(run)
+            run, pending_boundary = [], False
+        i += 1
+    if run:
+        runs.append(run)
+    return runs
+
+
+def _number_at(tokens: list[re.Match[str]], i: int, *, started: bool) -> tuple[_Num | None, int]:
+    """The number token starting at ``tokens[i]`` and the index after it, or (None, i)."""
+    tok = tokens[i]
+    word = tok.group().lower()
+
+    def num(digits: str, end: int, written: bool = False) -> tuple[_Num, int]:
+        return _Num(digits, tok.start(), tokens[end - 1].end(), written, False), end
+
+    nxt = tokens[i + 1].group().lower() if i + 1 < len(tokens) else ""
+    nxt2 = tokens[i + 2].group().lower() if i + 2 < len(tokens) else ""
+    units = set(_DIGIT_WORDS) - {"zero", "oh", "o"}
+    if tok.group().isdigit():
+        return num(tok.group(), i + 1, written=True)
+    if word in _ZERO_ALIASES and not started:
+        return None, i
+    if word in _DIGIT_WORDS:
+        if nxt == "hundred":
+            return num(_DIGIT_WORDS[word] + "00", i + 2)
+        return num(_DIGIT_WORDS[word], i + 1)
+    if word in _REPEATS and nxt in _DIGIT_WORDS:
+        return num(_DIGIT_WORDS[nxt] * _REPEATS[word], i + 2)
+    if word in _TEENS:
+        return num(_TEENS[word], i + 1)
+    if word in _TENS:
+        if nxt == "-" and nxt2 in units:  # "forty-one"
+            return num(_TENS[word] + _DIGIT_WORDS[nxt2], i + 3)
+        if nxt in units:  # "forty one"
+            return num(_TENS[word] + _DIGIT_WORDS[nxt], i + 2)
+        return num(_TENS[word] + "0", i + 1)
+    return None, i
+
+
+def _is_written_group(n: _Num) -> bool:
+    return n.written and len(n.digits) > 1
+
+
+def _groups(run: list[_Num]) -> list[int]:
+    groups: list[int] = []
+    for n in run:
+        if n.boundary_before or not groups:
+            groups.append(0)
+        groups[-1] += len(n.digits)
+    return groups
+
+
+def _is_quantity(text: str, run: list[_Num]) -> bool:
+    """An amount, a thousands-separated count, or a list of years: not an identifier."""
+    if text[: run[0].start_char].rstrip()[-1:] in _CURRENCY:
+        return True
+    if all(n.written for n in run) and 1 < len(run) and sum(len(n.digits) for n in run) <= 9:
+        seps = [text[a.end_char : b.start_char] for a, b in itertools.pairwise(run)]
+        if all(s == "," for s in seps) and all(len(n.digits) == 3 for n in run[1:]):
+            return len(run[0].digits) <= 3
+    return all(n.written and _YEAR.fullmatch(n.digits) for n in run)
+
+
+def _is_ssn(run: list[_Num], digits: str, before: str) -> bool:
+    if len(digits) != 9 or digits[:3] in {"000", "666"} or digits[0] == "9":
+        return False
+    if digits[3:5] == "00" or digits[5:] == "0000":
+        return False
+    return _groups(run) == [3, 2, 4] or bool(_SSN_CONTEXT.search(before))
+
+
+def _is_phone(run: list[_Num], digits: str, before: str) -> bool:
+    if len(digits) == 11 and digits[0] == "1":
+        digits = digits[1:]
+    if len(digits) == 10:  # area code 2-9; the exchange is not checked (555-123-4567)
+        return digits[0] not in "01"
+    if len(digits) == 7 and digits[0] not in "01":
+        return _groups(run) == [3, 4] or bool(_PHONE_CONTEXT.search(before))
+    return False
+
+
+def _lead_start(text: str, start_char: int) -> int:
+    """Include an opening parenthesis or plus sign right before a number ("(415)", "+1")."""
+    while start_char > 0 and text[start_char - 1] in "(+":
+        start_char -= 1
+    return start_char
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for k, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if k % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _merge(spans: list[Span]) -> list[Span]:
+    """Sorted, overlaps merged into the earlier span's category."""
+    out: list[Span] = []
+    for span in sorted(spans, key=lambda s: (s.start_char, -s.end_char)):
+        if out and span.start_char < out[-1].end_char:
+            last = out[-1]
+            out[-1] = Span(last.category, last.start_char, max(last.end_char, span.end_char))
+        else:
+            out.append(span)
+    return out

