@@ -278,10 +278,19 @@ async def _send_events(rt: Runtime, ws: WebSocket, call_id: str, sub: Subscripti
     for old in stored:
         last_seq = max(last_seq, int(old.get("seq", 0)))
         await ws.send_json(old)
+    if call_id not in rt.sessions and stored and await _call_over(rt, call_id):
+        return  # a finished call: its history is all there is
     while (event := await sub.get()) is not None:
         if "seq" in event and event["seq"] <= last_seq:
             continue
         await ws.send_json(event)
+
+
+async def _call_over(rt: Runtime, call_id: str) -> bool:
+    try:
+        return (await rt.store.get_call(call_id)).status != "live"
+    except LookupError:
+        return False
 
 
 async def _viewer_messages(rt: Runtime, ws: WebSocket, call_id: str) -> None:
