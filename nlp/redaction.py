@@ -48,9 +48,11 @@ contract; split, neither half could be read alone.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import itertools
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -293,6 +295,30 @@ def redact_text(
 ) -> str:
     """``text`` with every detected span replaced by its placeholder."""
     return Redactor(options)._redact_text(text, is_final)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``cuecard redact``: redact text from the arguments or stdin, line by line."""
+    parser = subparsers.add_parser("redact", help="mask cards, SSNs, emails, phones in text")
+    parser.add_argument("text", nargs="*", help="text to redact (default: read stdin)")
+    parser.add_argument("--partial", action="store_true", help="apply the partial rules")
+    for category in ("cards", "ssns", "emails", "phones"):
+        parser.add_argument(f"--keep-{category}", action="store_true", help=f"leave {category}")
+    parser.set_defaults(handler=run_redact)
+
+
+def run_redact(args: argparse.Namespace) -> int:
+    """Handler of ``cuecard redact``; prints each redacted line, returns the exit status."""
+    options = RedactionOptions(
+        cards=not args.keep_cards,
+        ssns=not args.keep_ssns,
+        emails=not args.keep_emails,
+        phones=not args.keep_phones,
+    )
+    lines = [" ".join(args.text)] if args.text else sys.stdin.read().splitlines()
+    for line in lines:
+        print(redact_text(line, options, is_final=not args.partial))
+    return 0
 
 
 def _apply(text: str, spans: Sequence[Span]) -> str:

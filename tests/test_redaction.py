@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from nlp.redaction import RedactionOptions, Redactor, _luhn, redact_text
+from nlp.redaction import RedactionOptions, Redactor, _luhn, redact_text, register
 from nlp.transcript import Transcript, Word
 
 VISA = "4111 1111 1111 1111"
@@ -190,6 +191,15 @@ def test_long_text_is_fast_enough_to_run_on_every_partial() -> None:
     """A 500-word transcript with near-misses (no email, no number) is left unchanged."""
     text = " ".join(["we talked about the price and the team at acme dot"] * 50)
     assert redact_text(text) == text
+
+
+def test_cli_redacts_its_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    """``cuecard redact`` prints the redacted text and honours --keep-<category>."""
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["redact", "--keep-emails", "call", "555-123-4567", "or", "a@b.io"])
+    assert args.handler(args) == 0
+    assert capsys.readouterr().out == "call [PHONE] or a@b.io\n"
 
 
 @pytest.mark.model
