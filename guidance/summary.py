@@ -599,6 +599,10 @@ _DELIVERABLE = re.compile(
     r"set up|book)\b",
     re.IGNORECASE,
 )
+# Left at the end once the due phrase is cut out (or when ASR turned "by" into "my").
+_DANGLING = re.compile(
+    r"(?:[\s,]+(?:by|on|before|until|for|the|my|at|in|no later than))+$", re.IGNORECASE
+)
 _PRONOUN_AFTER_VERB = re.compile(
     rf"^((?:{_VERBS}))\s+(?:you|me|us|them|him|her)\b\s*", re.IGNORECASE
 )
@@ -626,6 +630,7 @@ def action_items(turns: list[Turn], call_date: date) -> list[ActionItem]:
                 act = act.replace(due[1], " ")
             item = _PRONOUN_AFTER_VERB.sub(r"\1 ", act)
             item = re.sub(r"\s+", " ", item).strip(" ,;:.!?")
+            item = _DANGLING.sub("", item)
             if not item:
                 continue
             out.append(

@@ -458,3 +458,15 @@ def test_llm_options_validated() -> None:
         LlmOptions(base_url="localhost:11434", model="m")
     with pytest.raises(ValueError, match="model"):
         LlmOptions(base_url="http://127.0.0.1:1/v1", model="")
+
+
+def test_action_item_survives_asr_slips() -> None:
+    """Whisper hearing "by" as "my" (seen with espeak-ng + tiny.en) still gives a clean item
+    and the due date."""
+    events = [tr("rep-0", "I'll send you the proposal my Friday. Could you send me your "
+                 "renewal list my next Monday?", 0.0, 6.0)]  # fmt: skip
+    s = build_summary("c1", events, SAT)
+    assert [(a.owner, a.item, a.due) for a in s.action_items] == [
+        ("rep", "send the proposal", "2026-11-27"),
+        ("customer", "send your renewal list", "2026-11-23"),
+    ]
