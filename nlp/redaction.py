@@ -304,7 +304,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--partial", action="store_true", help="apply the partial rules")
     for category in ("cards", "ssns", "emails", "phones"):
         parser.add_argument(f"--keep-{category}", action="store_true", help=f"leave {category}")
-    parser.set_defaults(handler=run_redact)
+    parser.set_defaults(func=run_redact)
 
 
 def run_redact(args: argparse.Namespace) -> int:

@@ -198,7 +198,7 @@ def test_cli_redacts_its_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     args = parser.parse_args(["redact", "--keep-emails", "call", "555-123-4567", "or", "a@b.io"])
-    assert args.handler(args) == 0
+    assert args.func(args) == 0
     assert capsys.readouterr().out == "call [PHONE] or a@b.io\n"
 
 
