@@ -348,4 +348,5 @@ def final_transcript(event: UtteranceEnded, rec: Recognition) -> Transcript:
         end_s=end_s,
         words=words,
         audio=np.asarray(event.samples, dtype=np.float32),
+        audio_start_s=offset,
     )

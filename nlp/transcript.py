@@ -36,6 +36,7 @@ class Transcript:
     words: tuple[Word, ...] = ()
     # The utterance's 16 kHz audio, finals only: prosody reads it. Never sent on the wire.
     audio: Samples | None = field(default=None, repr=False, compare=False, metadata={"wire": False})
+    audio_start_s: float = field(default=0.0, compare=False, metadata={"wire": False})
 
 
 @dataclass(frozen=True, slots=True)

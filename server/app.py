@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse
 from starlette.types import Message
 from starlette.websockets import WebSocketState
 
+from server.api import build_router
 from server.auth import Authenticator, twilio_signature_valid
 from server.bus import Bus, Subscription
 from server.clock import Clock, SystemClock
@@ -98,7 +99,7 @@ def build_app(rt: Runtime) -> FastAPI:
             return
         await _viewer(rt, ws, call_id)
 
-    app.state.require_token = require_token
+    app.include_router(build_router(rt.store, auth=require_token, fallback=rt.engines.summarizer))
     return app
 
 

@@ -143,7 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registrars() -> list[Any]:
-    return []
+    from guidance import playbook, train
+    from nlp import analyze, redaction
+    from server import calls_cli
+
+    return [
+        analyze.register,
+        redaction.register,
+        train.register,
+        playbook.register,
+        calls_cli.register,
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.func(args))
+        handler = getattr(args, "func", None) or args.handler
+        return int(handler(args))
     except (SettingsError, ModelUnavailable, StoreError) as err:
         print(f"cuecard {args.command}: {err}", file=sys.stderr)
         return 2

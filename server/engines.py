@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import logging
 
+from audio.prosody import ProsodyTracker
 from audio.segmenter import SegmenterOptions
 from audio.vad import DetectorFactory
+from guidance.playbook import load_playbook
+from guidance.score import load_score_model
+from guidance.summary import BuiltinSummarizer, Summarizer
 from models.registry import silero_path, whisper_path
 from models.vad import silero_factory, webrtc_factory
 from models.whisper import WhisperOptions, WhisperTranscriber
+from nlp.analyze import load_analyzer, load_embedder
 from nlp.asr import AsrOptions, AsrScheduler
+from nlp.redaction import Redactor
 from server.session import Engines
 from server.settings import Settings
 from server.store import CallStore
+from server.webhooks import WebhookOptions, WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +46,44 @@ def segmenter_options(settings: Settings) -> SegmenterOptions:
     )
 
 
-def load_engines(settings: Settings) -> Engines:
+def load_summarizer(settings: Settings) -> Summarizer:
+    if not settings.llm_base_url:
+        return BuiltinSummarizer()
+    from guidance.llm_summary import LlmOptions, LlmSummarizer
+
+    return LlmSummarizer(
+        LlmOptions(
+            base_url=settings.llm_base_url,
+            model=settings.llm_model or "gpt-4o-mini",
+            api_key=settings.llm_api_key or "unused",
+        )
+    )
+
+
+def load_engines(settings: Settings, store: CallStore) -> Engines:
+    """Blocking (model loads): run it off the loop. ``store`` receives webhook attempts."""
     transcriber = load_transcriber(settings)
     log.info("loaded %s (%d threads), VAD %s", transcriber.name, settings.asr_threads, settings.vad)
+    analyzer = load_analyzer(load_embedder(threads=1))
+    analyzer.warmup()
+    prosody = ProsodyTracker()
+    prosody.warmup()
+    webhooks = None
+    if settings.webhook_urls:
+        webhooks = WebhookSender(
+            store, WebhookOptions(urls=settings.webhook_urls, secret=settings.webhook_secret)
+        )
     return Engines(
         scheduler=AsrScheduler(transcriber),
         detectors=load_detectors(settings),
         segmenter=segmenter_options(settings),
         asr=AsrOptions(),
+        redactor=Redactor(),
+        analyzer=analyzer,
+        playbook=load_playbook(settings.playbook or None),
+        score_model=load_score_model(),
+        summarizer=load_summarizer(settings),
+        webhooks=webhooks,
     )
 
 

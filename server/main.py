@@ -20,8 +20,16 @@ log = logging.getLogger("cuecard")
 
 
 async def build_runtime(settings: Settings) -> Runtime:
-    engines = await asyncio.get_running_loop().run_in_executor(None, load_engines, settings)
     store = await open_store(settings)
+    try:
+        engines = await asyncio.get_running_loop().run_in_executor(
+            None, load_engines, settings, store
+        )
+    except BaseException:
+        await store.close()
+        raise
+    if engines.webhooks is not None:
+        await engines.webhooks.start()
     interrupted = await store.mark_live_calls_interrupted()
     if interrupted:
         log.warning(
@@ -36,6 +44,9 @@ async def close_runtime(rt: Runtime) -> None:
     for session in list(rt.sessions.values()):
         await session.finish("interrupted", "server shutting down")
     await rt.engines.scheduler.stop()
+    if rt.engines.webhooks is not None:
+        await rt.engines.webhooks.aclose()
+    rt.engines.nlp_executor.shutdown(wait=True)
     await rt.store.close()
 
 

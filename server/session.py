@@ -2,7 +2,8 @@
 
 ```
 feed(chunks) -> per-speaker bounded queue -> segment() -> transcribe() -> redact -> emit
-                                                                 final -> insight -> coach -> emit
+   transcript -> coach -> emit;  final (or customer partial) -> insight -> emit -> coach -> emit
+   audio time advancing -> coach.tick -> emit;  end -> summary -> emit -> webhooks
 ```
 
 ``emit`` stores an event before any viewer sees it (partials are shown, never stored). Audio
@@ -15,18 +16,29 @@ ends a session.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
 from audio.chunk import AudioChunk, Speaker, samples_to_s
+from audio.prosody import ProsodyTracker
 from audio.segmenter import SegmenterOptions, SpeechEvent, segment
 from audio.vad import DetectorFactory
+from guidance.coach import CardActionRejected, Coach
+from guidance.playbook import Playbook
+from guidance.score import PriorError, ScoreModel, parse_prior
+from guidance.summary import Summarizer
+from nlp.analyze import Analyzer
 from nlp.asr import AsrOptions, AsrScheduler, transcribe
+from nlp.insight import Insight
+from nlp.redaction import Redactor
 from nlp.transcript import Transcript
 from server.bus import Bus
 from server.store import CallMeta, CallStore
+from server.webhooks import WebhookSender
 from server.wire import to_wire
 
 log = logging.getLogger(__name__)
@@ -52,7 +64,18 @@ class Engines:
     detectors: DetectorFactory
     segmenter: SegmenterOptions
     asr: AsrOptions
+    redactor: Redactor
+    analyzer: Analyzer
+    playbook: Playbook
+    score_model: ScoreModel
+    summarizer: Summarizer
+    webhooks: WebhookSender | None = None
+    # one thread for text analysis and prosody: off the loop, never competing with itself
+    nlp_executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="nlp")
+    )
     audio_queue_chunks: int = 200  # per speaker: 4 s of 20 ms frames
+    tick_every_s: float = 0.25
 
 
 TranscriptHook = Callable[[Transcript], Transcript]
@@ -77,6 +100,11 @@ class CallSession:
         }
         self._task: asyncio.Task[None] | None = None
         self._audio_end_sample = 0
+        self._ticked_s = 0.0
+        self._prosody = ProsodyTracker()
+        self._call_date = dt.datetime.fromtimestamp(meta.started_at or 0, dt.UTC).date()
+        self._coach: Coach | None = None
+        self._lock = asyncio.Lock()  # coach events are emitted in the order the coach made them
         self.finals = 0
 
     @property
@@ -86,6 +114,13 @@ class CallSession:
     async def start(self) -> None:
         await self._store.open_call(self.meta)
         await self._emit(Status("live", "audio stream open", 0.0), durable=True)
+        try:
+            prior = parse_prior(self.meta.prior)
+        except PriorError as err:
+            prior = None
+            await self._emit(Status("degraded", f"prior ignored: {err}", 0.0), durable=True)
+        self._coach = Coach(self.engines.playbook, self.engines.score_model, prior)
+        await self._coached(self._coach.start())
         self._task = asyncio.create_task(self._pipeline(), name=f"call-{self.call_id}")
 
     async def feed(self, chunks: list[AudioChunk]) -> None:
@@ -95,6 +130,9 @@ class CallSession:
                 raise ValueError(f"speaker {chunk.speaker!r} was not declared for this call")
             await queue.put(chunk)
             self._audio_end_sample = max(self._audio_end_sample, chunk.end_sample)
+        if self._coach is not None and self.audio_s - self._ticked_s >= self.engines.tick_every_s:
+            self._ticked_s = self.audio_s
+            await self._coached(self._coach.tick(self.audio_s))
 
     async def finish(self, state: StatusState = "ended", detail: str = "call ended") -> None:
         """Close the audio, let every utterance in flight reach its final, then end the call."""
@@ -102,14 +140,40 @@ class CallSession:
             await queue.put(None)
         if self._task is not None:
             await self._task
+        if self._coach is not None:
+            await self._coached(self._coach.tick(self.audio_s))
+        await self._summarize()
         await self._emit(Status(state, detail, self.audio_s), durable=True)
         await self._store.close_call(self.call_id, "ended" if state == "ended" else "interrupted")
         self._bus.end(self.call_id)
 
     async def act(self, message: dict[str, Any]) -> list[dict[str, Any]]:
-        """A message from the rep's page; returns the replies for that viewer only."""
-        kind = message.get("type") if isinstance(message, dict) else None
-        return [{"type": "error", "detail": f"unknown message type {kind!r}"}]
+        """A message from the rep's page (a card action). Card changes go to every viewer;
+        a rejection goes back to the sender only."""
+        if self._coach is None:
+            return [{"type": "error", "detail": "call is not live"}]
+        replies = []
+        for event in self._coach.act(message):
+            if isinstance(event, CardActionRejected):
+                replies.append(to_wire(event))
+            else:
+                await self._coached([event])
+        return replies
+
+    async def _summarize(self) -> None:
+        """The call's summary from what was stored; a failure degrades, never loses the call."""
+        try:
+            events = await self._store.events(self.call_id)
+            summary = await self.engines.summarizer.summarize(self.call_id, events, self._call_date)
+            wire = to_wire(summary)
+            await self._store.put_summary(self.call_id, wire)
+            await self._emit(summary, durable=True)
+        except Exception:
+            log.exception("call %s: summary failed", self.call_id)
+            await self._emit(Status("degraded", "summary failed", self.audio_s), durable=True)
+            return
+        if self.engines.webhooks is not None:
+            self.engines.webhooks.enqueue(self.call_id, wire)
 
     async def abort(self) -> None:
         if self._task is not None:
@@ -147,10 +211,53 @@ class CallSession:
         async for event in segment(_drain(queue), detector, self.engines.segmenter, speaker):
             out.put_nowait(event)
 
-    async def _on_transcript(self, transcript: Transcript) -> None:
+    async def _on_transcript(self, raw: Transcript) -> None:
+        transcript = self.engines.redactor.transcript(raw)
         await self._emit(transcript, durable=transcript.is_final)
         if transcript.is_final:
             self.finals += 1
+        assert self._coach is not None
+        await self._coached(self._coach.observe_transcript(transcript))
+        if transcript.is_final or transcript.speaker == "customer":
+            try:
+                insight = await asyncio.get_running_loop().run_in_executor(
+                    self.engines.nlp_executor, self._insight, transcript
+                )
+            except Exception:
+                log.exception(
+                    "call %s: insight failed for %s", self.call_id, transcript.utterance_id
+                )
+                await self._emit(Status("degraded", "insight failed", self.audio_s), durable=False)
+                return
+            await self._emit(insight, durable=insight.is_final)
+            await self._coached(self._coach.observe_insight(insight))
+
+    def _insight(self, t: Transcript) -> Insight:
+        """Blocking: text analysis, and prosody for finals (it needs the audio)."""
+        text = self.engines.analyzer.analyze(t.text, call_date=self._call_date)
+        prosody = None
+        if t.is_final and t.audio is not None:
+            spans = [(w.start_s, w.end_s) for w in t.words]
+            prosody = self._prosody.observe(t.speaker, t.audio, spans, offset_s=t.audio_start_s)
+        return Insight(
+            utterance_id=t.utterance_id,
+            speaker=t.speaker,
+            is_final=t.is_final,
+            text=t.text,
+            start_s=t.start_s,
+            end_s=t.end_s,
+            label=text.intent.label,
+            confidence=text.intent.confidence,
+            scores=text.intent.scores,
+            entities=text.entities,
+            sentiment=text.sentiment,
+            prosody=prosody,
+        )
+
+    async def _coached(self, events: list[Any]) -> None:
+        async with self._lock:
+            for event in events:
+                await self._emit(event, durable=not getattr(event, "provisional", False))
 
     async def _emit(self, event: Any, *, durable: bool) -> None:
         wire = to_wire(event)
