@@ -116,6 +116,10 @@ class WordFeatures:
     vocab: tuple[str, ...]
     idf: FloatArray = field(repr=False)
     scale: float
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {t: i for i, t in enumerate(self.vocab)})
 
     @classmethod
     def fit(cls, texts: Sequence[str], *, min_count: int, scale: float) -> WordFeatures:
@@ -126,11 +130,10 @@ class WordFeatures:
         return cls(vocab, idf, scale)
 
     def transform(self, texts: Sequence[str]) -> FloatArray:
-        index = {t: i for i, t in enumerate(self.vocab)}
         out = np.zeros((len(texts), len(self.vocab)))
         for row, text in enumerate(texts):
             for t in _terms(text):
-                i = index.get(t)
+                i = self._index.get(t)
                 if i is not None:
                     out[row, i] += 1.0
         out *= self.idf
