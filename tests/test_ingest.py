@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 
 import numpy as np
@@ -40,7 +41,7 @@ def test_stereo_8k_is_split_and_resampled_on_one_timeline() -> None:
     rep = sum(len(c.samples) for c in chunks if c.speaker == "rep")
     cus = [c for c in chunks if c.speaker == "customer"]
     assert rep == sum(len(c.samples) for c in cus) == pytest.approx(16000, abs=32)
-    assert all(b.start_sample == a.end_sample for a, b in zip(cus, cus[1:], strict=False))
+    assert all(b.start_sample == a.end_sample for a, b in itertools.pairwise(cus))
     assert np.abs(np.concatenate([c.samples for c in chunks if c.speaker == "rep"])).max() < 1e-3
 
 

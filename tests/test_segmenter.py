@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -97,7 +99,7 @@ def test_partials_come_at_the_configured_cadence() -> None:
     events = run([0.9] * frames(3200) + [0.0] * 40, opts)
     grew = [e for e in events if isinstance(e, UtteranceGrew)]
     assert len(grew) == 5  # at 640, 1280, 1920, 2560, 3200 ms; none during the silence
-    assert all(len(b.samples) > len(a.samples) for a, b in zip(grew, grew[1:], strict=False))
+    assert all(len(b.samples) > len(a.samples) for a, b in itertools.pairwise(grew))
 
 
 @pytest.mark.parametrize(
