@@ -140,7 +140,9 @@ class Segmenter:
             events.append(self._end(forced=True))
             self._begin(self._next_sample)
             events.append(SpeechStarted(self.utterance_id, self.speaker, self._start))
-        elif not self._paused and self._next_sample - self._grew_at >= _ms(self.options.partial_every_ms):
+        elif not self._paused and self._next_sample - self._grew_at >= _ms(
+            self.options.partial_every_ms
+        ):
             self._grew_at = self._next_sample
             audio = np.concatenate(self._frames)
             events.append(UtteranceGrew(self.utterance_id, self.speaker, self._start, audio))
