@@ -78,13 +78,19 @@ def build_app(rt: Runtime) -> FastAPI:
     async def page() -> str:
         return resources.files("clients").joinpath("web/index.html").read_text()
 
+    async def admitted(ws: WebSocket) -> bool:
+        """Accept the socket, then close it with 1008 unless the token is right: a close
+        reason can only be sent on an accepted socket."""
+        await ws.accept()
+        if rt.auth.allows(ws):
+            return True
+        await ws.close(POLICY_VIOLATION, "missing or wrong token")
+        return False
+
     @app.websocket("/v1/calls/{call_id}/audio")
     async def native_audio(ws: WebSocket, call_id: str) -> None:
-        await ws.accept()
-        if not rt.auth.allows(ws):
-            await ws.close(POLICY_VIOLATION, "missing or wrong token")
-            return
-        await _native(rt, ws, call_id)
+        if await admitted(ws):
+            await _native(rt, ws, call_id)
 
     @app.websocket("/v1/twilio")
     async def twilio(ws: WebSocket) -> None:
@@ -93,11 +99,8 @@ def build_app(rt: Runtime) -> FastAPI:
 
     @app.websocket("/v1/calls/{call_id}/events")
     async def events(ws: WebSocket, call_id: str) -> None:
-        await ws.accept()
-        if not rt.auth.allows(ws):
-            await ws.close(POLICY_VIOLATION, "missing or wrong token")
-            return
-        await _viewer(rt, ws, call_id)
+        if await admitted(ws):
+            await _viewer(rt, ws, call_id)
 
     app.include_router(build_router(rt.store, auth=require_token, fallback=rt.engines.summarizer))
     return app
