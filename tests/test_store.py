@@ -61,7 +61,7 @@ def _free_port() -> int:
 def redis_url() -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server binary is not installed")
+        pytest.fail("redis-server is not installed: run `make test`, which installs it")
     port = _free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--save", "", "--bind", "127.0.0.1"],
