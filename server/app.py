@@ -2,7 +2,8 @@
 
 - ``WS /v1/calls/{call_id}/audio``   native audio in (see ``server.ingest``)
 - ``WS /v1/twilio``                  Twilio Media Streams in
-- ``WS /v1/calls/{call_id}/events``  the rep's event stream (stored history first, then live)
+- ``WS /v1/calls/{call_id}/events``  the rep's event stream (stored history first, then live;
+  an unknown call id closes with 4404 once ``wait_s`` passes without the call starting)
 - ``GET /`` the rep's page; ``GET /healthz``; the REST API of ``server.api``
 
 Every route checks who is asking (``server.auth``); ``/healthz`` tells only that the process
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 10.0
 CALL_ID_MAX = 128
+VIEWER_WAIT_S = 300.0  # how long a viewer may wait for a call that has not started yet
+VIEWER_WAIT_MAX_S = 3600.0
+NOT_FOUND = 4404  # application close code: unknown call id (as HTTP 404)
 
 
 @dataclass
@@ -253,17 +257,24 @@ async def _safe_close(ws: WebSocket, code: int, reason: str) -> None:
 
 async def _viewer(rt: Runtime, ws: WebSocket, call_id: str) -> None:
     """History from the store, then live events; durable events are never sent twice. The
-    socket closes with 1000 when the call ends, 1013 if the viewer falls too far behind."""
+    socket closes with 1000 when the call ends, 1013 if the viewer falls too far behind, and
+    4404 "unknown call id '...'" when the call is neither stored nor live and does not start
+    within ``?wait_s=`` seconds (default 300; 0: the call must exist already)."""
+    wait_s = _wait_s(ws.query_params.get("wait_s"))
+    if wait_s is None:
+        await _safe_close(
+            ws,
+            POLICY_VIOLATION,
+            f"wait_s must be a number of seconds in [0, {VIEWER_WAIT_MAX_S:g}]",
+        )
+        return
     sub = rt.bus.subscribe(call_id)
-    sender = asyncio.create_task(_send_events(rt, ws, call_id, sub))
+    sender = asyncio.create_task(_send_events(rt, ws, call_id, sub, wait_s))
     reader = asyncio.create_task(_viewer_messages(rt, ws, call_id))
     try:
         done, _ = await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
         if sender in done and sender.exception() is None:
-            if sub.overflowed:
-                await _safe_close(ws, 1013, "viewer too slow: reconnect to resume")
-            else:
-                await _safe_close(ws, 1000, "call ended")
+            await _safe_close(ws, *sender.result())
     finally:
         for task in (sender, reader):
             task.cancel()
@@ -273,21 +284,45 @@ async def _viewer(rt: Runtime, ws: WebSocket, call_id: str) -> None:
         sub.close()
 
 
-async def _send_events(rt: Runtime, ws: WebSocket, call_id: str, sub: Subscription) -> None:
+def _wait_s(raw: str | None) -> float | None:
+    if raw is None:
+        return VIEWER_WAIT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if 0 <= value <= VIEWER_WAIT_MAX_S else None
+
+
+async def _send_events(
+    rt: Runtime, ws: WebSocket, call_id: str, sub: Subscription, wait_s: float
+) -> tuple[int, str]:
+    """Send the call's events; returns the close code and reason."""
     last_seq = 0
     try:
         stored = await rt.store.events(call_id)
+        known = True
     except LookupError:
-        stored = []
+        stored, known = [], call_id in rt.sessions
     for old in stored:
         last_seq = max(last_seq, int(old.get("seq", 0)))
         await ws.send_json(old)
-    if call_id not in rt.sessions and stored and await _call_over(rt, call_id):
-        return  # a finished call: its history is all there is
-    while (event := await sub.get()) is not None:
-        if "seq" in event and event["seq"] <= last_seq:
-            continue
-        await ws.send_json(event)
+    if known and call_id not in rt.sessions and await _call_over(rt, call_id):
+        return 1000, "call ended"  # a finished call: its history is all there is
+    if not known:  # subscribed before the lookup, so a call starting meanwhile is not missed
+        try:
+            event = await asyncio.wait_for(sub.get(), wait_s)
+        except TimeoutError:
+            return NOT_FOUND, f"unknown call id {call_id!r}"
+    else:
+        event = await sub.get()
+    while event is not None:
+        if "seq" not in event or event["seq"] > last_seq:
+            await ws.send_json(event)
+        event = await sub.get()
+    if sub.overflowed:
+        return 1013, "viewer too slow: reconnect to resume"
+    return 1000, "call ended"
 
 
 async def _call_over(rt: Runtime, call_id: str) -> bool:

@@ -1,5 +1,7 @@
 """Start-up: load every model once, warm it, and open the store. A missing model or extra
-fails here, with the command that fixes it, never at a call's first utterance."""
+fails here, with the command that fixes it, never at a call's first utterance; a playbook,
+webhook or LLM configuration that its component rejects fails here too, as a ``SettingsError``
+naming the variable."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import logging
 from audio.prosody import ProsodyTracker
 from audio.segmenter import SegmenterOptions
 from audio.vad import DetectorFactory
-from guidance.playbook import load_playbook
+from guidance.errors import PlaybookError
+from guidance.playbook import Playbook, load_playbook
 from guidance.score import load_score_model
 from guidance.summary import BuiltinSummarizer, Summarizer
 from models.registry import silero_path, whisper_path
@@ -18,7 +21,7 @@ from nlp.analyze import load_analyzer, load_embedder
 from nlp.asr import AsrOptions, AsrScheduler
 from nlp.redaction import Redactor
 from server.session import Engines
-from server.settings import Settings
+from server.settings import Settings, SettingsError
 from server.store import CallStore
 from server.webhooks import WebhookOptions, WebhookSender
 
@@ -51,28 +54,46 @@ def load_summarizer(settings: Settings) -> Summarizer:
         return BuiltinSummarizer()
     from guidance.llm_summary import LlmOptions, LlmSummarizer
 
-    return LlmSummarizer(
-        LlmOptions(
+    try:
+        options = LlmOptions(
             base_url=settings.llm_base_url,
             model=settings.llm_model or "gpt-4o-mini",
             api_key=settings.llm_api_key or "unused",
         )
-    )
+    except ValueError as err:
+        raise SettingsError(f"CUECARD_LLM_BASE_URL/CUECARD_LLM_MODEL: {err}") from err
+    return LlmSummarizer(options)
+
+
+def load_configured_playbook(settings: Settings) -> Playbook:
+    try:
+        return load_playbook(settings.playbook or None)
+    except PlaybookError as err:
+        raise SettingsError(f"CUECARD_PLAYBOOK: {err}") from err
+
+
+def webhook_sender(settings: Settings, store: CallStore) -> WebhookSender | None:
+    if not settings.webhook_urls:
+        return None
+    try:
+        options = WebhookOptions(urls=settings.webhook_urls, secret=settings.webhook_secret)
+    except ValueError as err:
+        raise SettingsError(f"CUECARD_WEBHOOK_URLS/CUECARD_WEBHOOK_SECRET: {err}") from err
+    return WebhookSender(store, options)
 
 
 def load_engines(settings: Settings, store: CallStore) -> Engines:
-    """Blocking (model loads): run it off the loop. ``store`` receives webhook attempts."""
+    """Blocking (model loads): run it off the loop. ``store`` receives webhook attempts.
+    Configuration is checked before the first model loads."""
+    playbook = load_configured_playbook(settings)
+    summarizer = load_summarizer(settings)
+    webhooks = webhook_sender(settings, store)
     transcriber = load_transcriber(settings)
     log.info("loaded %s (%d threads), VAD %s", transcriber.name, settings.asr_threads, settings.vad)
     analyzer = load_analyzer(load_embedder(threads=1))
     analyzer.warmup()
     prosody = ProsodyTracker()
     prosody.warmup()
-    webhooks = None
-    if settings.webhook_urls:
-        webhooks = WebhookSender(
-            store, WebhookOptions(urls=settings.webhook_urls, secret=settings.webhook_secret)
-        )
     return Engines(
         scheduler=AsrScheduler(transcriber),
         detectors=load_detectors(settings),
@@ -80,9 +101,9 @@ def load_engines(settings: Settings, store: CallStore) -> Engines:
         asr=AsrOptions(),
         redactor=Redactor(),
         analyzer=analyzer,
-        playbook=load_playbook(settings.playbook or None),
+        playbook=playbook,
         score_model=load_score_model(),
-        summarizer=load_summarizer(settings),
+        summarizer=summarizer,
         webhooks=webhooks,
     )
 

@@ -2,16 +2,22 @@
 
 Every variable is ``CUECARD_<FIELD>`` in upper case, e.g. ``CUECARD_PORT=9000``. Defaults are
 the embedded ones: SQLite in the data directory, in-process bus, bundled tiny.en model.
+
+Every value is checked here, at start-up, before any model loads: a malformed one raises
+``SettingsError`` whose one-line message names the variable and says what it must be
+(``cuecard serve`` prints it and exits with status 2).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class SettingsError(ValueError):
@@ -50,7 +56,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536 and self.port != 0:
-            raise SettingsError(f"CUECARD_PORT must be a TCP port, got {self.port}")
+            raise SettingsError(f"CUECARD_PORT must be a TCP port (0-65535), got {self.port}")
+        if not self.host:
+            raise SettingsError("CUECARD_HOST must not be empty")
         if self.asr_threads < 1:
             raise SettingsError("CUECARD_ASR_THREADS must be >= 1")
         if self.vad not in ("silero", "webrtc"):
@@ -61,6 +69,43 @@ class Settings:
             )
         if not 100 <= self.min_silence_ms <= 3000:
             raise SettingsError("CUECARD_MIN_SILENCE_MS must be within [100, 3000]")
+        for name in ("partial_every_ms", "max_utterance_s", "max_frame_bytes", "idle_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(
+                    f"CUECARD_{name.upper()} must be > 0, got {getattr(self, name)}"
+                )
+        if not (math.isfinite(self.retention_days) and self.retention_days >= 0):
+            raise SettingsError(
+                f"CUECARD_RETENTION_DAYS must be a number of days >= 0 (0 keeps calls forever), "
+                f"got {self.retention_days}"
+            )
+        self._check_urls()
+        if self.playbook and not Path(self.playbook).expanduser().is_file():
+            raise SettingsError(f"CUECARD_PLAYBOOK={self.playbook!r}: no such file")
+
+    def _check_urls(self) -> None:
+        for url in self.webhook_urls:
+            if not _is_url(url, ("http", "https")):
+                raise SettingsError(
+                    f"CUECARD_WEBHOOK_URLS: {url!r} is not an http:// or https:// URL "
+                    "(separate several URLs with commas)"
+                )
+        if self.webhook_urls and not self.webhook_secret:
+            raise SettingsError("CUECARD_WEBHOOK_SECRET must be set when CUECARD_WEBHOOK_URLS is")
+        if self.llm_base_url and not _is_url(self.llm_base_url, ("http", "https")):
+            raise SettingsError(
+                f"CUECARD_LLM_BASE_URL={self.llm_base_url!r} is not an http:// or https:// URL "
+                "(e.g. http://127.0.0.1:11434/v1)"
+            )
+        if self.public_url and not _is_url(self.public_url, ("ws", "wss", "http", "https")):
+            raise SettingsError(
+                f"CUECARD_PUBLIC_URL={self.public_url!r} is not a wss:// or https:// URL"
+            )
+
+    @property
+    def retention_s(self) -> float | None:
+        """The maximum age of a stored call in seconds, or None to keep calls forever."""
+        return self.retention_days * 86_400.0 if self.retention_days > 0 else None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -93,6 +138,15 @@ class Settings:
         return token
 
 
+def _is_url(text: str, schemes: tuple[str, ...]) -> bool:
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (raises ValueError on a malformed port)
+    except ValueError:
+        return False
+    return parts.scheme in schemes and bool(parts.hostname) and " " not in text
+
+
 def _parse(name: str, raw: str, kind: object) -> Any:
     var = f"CUECARD_{name.upper()}"
     text = str(kind)
@@ -100,11 +154,15 @@ def _parse(name: str, raw: str, kind: object) -> Any:
         if text == "int":
             return int(raw)
         if text == "float":
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError(raw)
+            return value
         if text == "Path":
             return Path(raw).expanduser()
         if text.startswith("tuple"):
             return tuple(u.strip() for u in raw.split(",") if u.strip())
     except ValueError as err:
-        raise SettingsError(f"{var}={raw!r} is not a valid {text}") from err
+        what = {"int": "an integer", "float": "a finite number"}.get(text, text)
+        raise SettingsError(f"{var}={raw!r} is not {what}") from err
     return raw

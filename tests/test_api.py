@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -12,14 +14,18 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 from fastapi import FastAPI, Header, HTTPException
 
 from guidance.summary import BuiltinSummarizer
 from server.api import build_router
 from server.calls_cli import register
+from server.engines import load_configured_playbook
+from server.settings import Settings, SettingsError
 from server.sqlite_store import SqliteCallStore
 from server.store import CallMeta, StoreError
 from server.webhooks import hand_off_call
+from tests.conftest import ServerProcess
 
 TOKEN = "test-token"
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC).timestamp()
@@ -250,3 +256,103 @@ def test_cli_arguments() -> None:
     assert (s.call_id, s.format, s.func.__name__) == ("c1", "json", "run_summary")
     with pytest.raises(SystemExit):
         _cli("calls", "--since", "yesterday-ish")
+
+
+# -- corrupt configuration and unknown call ids on a real server ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CUECARD_PORT": "abc"}, "CUECARD_PORT='abc' is not an integer"),
+        ({"CUECARD_PORT": "70000"}, "CUECARD_PORT must be a TCP port"),
+        ({"CUECARD_RETENTION_DAYS": "-1"}, "CUECARD_RETENTION_DAYS must be a number of days"),
+        ({"CUECARD_RETENTION_DAYS": "nan"}, "CUECARD_RETENTION_DAYS='nan' is not a finite"),
+        ({"CUECARD_RETENTION_DAYS": "a week"}, "CUECARD_RETENTION_DAYS='a week' is not"),
+        ({"CUECARD_WEBHOOK_URLS": "not-a-url", "CUECARD_WEBHOOK_SECRET": "s"},
+         "CUECARD_WEBHOOK_URLS: 'not-a-url' is not an http"),
+        ({"CUECARD_WEBHOOK_URLS": "https://crm.example/hook, ftp://x/y",
+          "CUECARD_WEBHOOK_SECRET": "s"}, "CUECARD_WEBHOOK_URLS: 'ftp://x/y'"),
+        ({"CUECARD_WEBHOOK_URLS": "https://crm.example/hook"}, "CUECARD_WEBHOOK_SECRET must be"),
+        ({"CUECARD_PLAYBOOK": "/no/such/playbook.yaml"},
+         "CUECARD_PLAYBOOK='/no/such/playbook.yaml': no such file"),
+        ({"CUECARD_LLM_BASE_URL": "localhost:11434"}, "CUECARD_LLM_BASE_URL='localhost:11434'"),
+        ({"CUECARD_LLM_BASE_URL": "http://:80/v1"}, "CUECARD_LLM_BASE_URL="),
+        ({"CUECARD_LLM_BASE_URL": "http://host:port/v1"}, "CUECARD_LLM_BASE_URL="),
+        ({"CUECARD_IDLE_TIMEOUT_S": "0"}, "CUECARD_IDLE_TIMEOUT_S must be > 0"),
+        ({"CUECARD_STORE": "mysql://db"}, "CUECARD_STORE must be sqlite or a redis"),
+        ({"CUECARD_PUBLIC_URL": "example.com"}, "CUECARD_PUBLIC_URL="),
+    ],
+)  # fmt: skip
+def test_malformed_setting_names_the_variable(env: dict[str, str], message: str) -> None:
+    """Each malformed CUECARD_* value is a SettingsError whose one line names the variable."""
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env(env)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_good_settings_parse() -> None:
+    """Well-formed values are accepted; retention 0 keeps calls forever."""
+    s = Settings.from_env({
+        "CUECARD_PORT": "9000", "CUECARD_RETENTION_DAYS": "0.5",
+        "CUECARD_WEBHOOK_URLS": "https://crm.example/hook, http://127.0.0.1:9/x",
+        "CUECARD_WEBHOOK_SECRET": "s", "CUECARD_LLM_BASE_URL": "http://127.0.0.1:11434/v1",
+    })  # fmt: skip
+    assert s.port == 9000 and s.retention_s == 43_200.0
+    assert s.webhook_urls == ("https://crm.example/hook", "http://127.0.0.1:9/x")
+    assert Settings.from_env({}).retention_s is None
+
+
+def test_invalid_playbook_file_names_the_variable(tmp_path: Path) -> None:
+    """A playbook file that exists but is not valid YAML fails as CUECARD_PLAYBOOK."""
+    bad = tmp_path / "playbook.yaml"
+    bad.write_text("cards: [unclosed\n")
+    with pytest.raises(SettingsError, match=r"^CUECARD_PLAYBOOK: playbook .*playbook\.yaml"):
+        load_configured_playbook(Settings(playbook=str(bad), data_dir=tmp_path))
+
+
+def _serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "CUECARD_DATA_DIR": str(tmp_path / "data"), "CUECARD_PORT": "0"}
+    return subprocess.run([sys.executable, "-m", "server.cli", "serve"], cwd=REPO,
+                          env={**environ, **env}, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CUECARD_PORT": "abc"}, "cuecard serve: CUECARD_PORT='abc' is not an integer"),
+        ({"CUECARD_PLAYBOOK": "{playbook}"}, "cuecard serve: CUECARD_PLAYBOOK: playbook "),
+    ],
+)
+def test_serve_with_corrupt_configuration_exits_with_one_line(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    """`cuecard serve` with a malformed variable prints one line naming it and exits 2."""
+    bad = tmp_path / "playbook.yaml"
+    bad.write_text("cards: [unclosed\n")
+    out = _serve(tmp_path, **{k: v.format(playbook=bad) for k, v in env.items()})
+    assert out.returncode == 2, out.stderr
+    errors = [line for line in out.stderr.splitlines() if " INFO " not in line]
+    assert len(errors) == 1 and errors[0].startswith(message), out.stderr
+
+
+@pytest.mark.model
+async def test_unknown_call_id_on_a_real_server(server: ServerProcess) -> None:
+    """Unknown call ids: REST answers 404 naming the id; the events socket closes with 4404
+    and the same reason once wait_s passes; a malformed wait_s is refused with 1008."""
+    async with httpx.AsyncClient(base_url=server.http) as c:
+        r = await c.get(
+            "/v1/calls/no-such-call", headers={"Authorization": f"Bearer {server.token}"}
+        )
+    assert r.status_code == 404 and r.json() == {"detail": "unknown call id 'no-such-call'"}
+    base = f"{server.ws}/v1/calls/no-such-call/events?token={server.token}"
+    for query, code, reason in [
+        ("&wait_s=0", 4404, "unknown call id 'no-such-call'"),
+        ("&wait_s=0.2", 4404, "unknown call id 'no-such-call'"),
+        ("&wait_s=soon", 1008, "wait_s must be a number of seconds"),
+    ]:
+        async with websockets.connect(base + query) as ws:
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 30)
+        assert ws.close_code == code and reason in (ws.close_reason or ""), query
