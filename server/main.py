@@ -1,4 +1,9 @@
-"""``cuecard serve``: build the runtime, serve it with uvicorn, shut down cleanly."""
+"""``cuecard serve``: build the runtime, serve it with uvicorn, shut down cleanly.
+
+``serve`` is the app's lifespan: it builds the runtime (models, store; calls a killed server
+left ``live`` are marked ``interrupted``, with a closing ``status`` event), runs the retention
+purge as a background task for as long as the server runs (``server.retention``), and on the
+way out cancels that task before it closes the runtime."""
 
 from __future__ import annotations
 
@@ -14,7 +19,11 @@ from server.app import Runtime, build_app
 from server.auth import Authenticator
 from server.bus import Bus
 from server.engines import load_engines, open_store
+from server.retention import retention
+from server.session import Status
 from server.settings import Settings
+from server.store import CallStore
+from server.wire import to_wire
 
 log = logging.getLogger("cuecard")
 
@@ -30,14 +39,26 @@ async def build_runtime(settings: Settings) -> Runtime:
         raise
     if engines.webhooks is not None:
         await engines.webhooks.start()
+    await mark_interrupted(store)
+    return Runtime(settings, engines, store, Bus(), Authenticator(settings.resolved_token()))
+
+
+async def mark_interrupted(store: CallStore) -> list[str]:
+    """Calls a killed server left ``live`` become ``interrupted``; each gets a closing
+    ``status`` event so its viewers and its history say so."""
     interrupted = await store.mark_live_calls_interrupted()
+    for call_id in interrupted:
+        events = await store.events(call_id)
+        audio_s = max((float(e.get("end_s") or 0.0) for e in events), default=0.0)
+        status = Status("interrupted", "the server stopped during the call", audio_s)
+        await store.append(call_id, to_wire(status))
     if interrupted:
         log.warning(
             "marked %d call(s) interrupted by the last shutdown: %s",
             len(interrupted),
             ", ".join(interrupted),
         )
-    return Runtime(settings, engines, store, Bus(), Authenticator(settings.resolved_token()))
+    return interrupted
 
 
 async def close_runtime(rt: Runtime) -> None:
@@ -52,6 +73,14 @@ async def close_runtime(rt: Runtime) -> None:
 
 async def serve(settings: Settings, *, demo: bool = False) -> int:
     rt = await build_runtime(settings)
+    try:
+        async with retention(rt.store, settings.retention_s):
+            return await _serve(rt, settings, demo)
+    finally:
+        await close_runtime(rt)
+
+
+async def _serve(rt: Runtime, settings: Settings, demo: bool) -> int:
     app = build_app(rt)
     config = uvicorn.Config(
         app,
@@ -67,7 +96,6 @@ async def serve(settings: Settings, *, demo: bool = False) -> int:
     while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn has no event)
         await asyncio.sleep(0.05)
     if serving.done():
-        await close_runtime(rt)
         return 1
     port = server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.port
     base = f"http://{settings.host}:{port}"
@@ -84,7 +112,6 @@ async def serve(settings: Settings, *, demo: bool = False) -> int:
     finally:
         if demo_task is not None:
             demo_task.cancel()
-        await close_runtime(rt)
     return 0
 
 

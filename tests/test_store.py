@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from server.redis_store import RedisCallStore
+from server.retention import retention
 from server.sqlite_store import SqliteCallStore
 from server.store import (
     CallFilter,
@@ -238,6 +239,83 @@ async def test_purge_and_interrupted(store: tuple[CallStore, FakeClock]) -> None
     assert await s.mark_live_calls_interrupted() == []
     with pytest.raises(ValueError):
         await s.purge_older_than(0)
+
+
+class ManualSleep:
+    """An injectable sleep that returns only when the test calls ``wake``; each interval
+    asked for is put on ``asked`` (so the test knows a purge pass has finished)."""
+
+    def __init__(self) -> None:
+        self.asked: asyncio.Queue[float] = asyncio.Queue()
+        self._go: asyncio.Queue[None] = asyncio.Queue()
+
+    async def __call__(self, seconds: float) -> None:
+        self.asked.put_nowait(seconds)
+        await self._go.get()
+
+    def wake(self) -> None:
+        self._go.put_nowait(None)
+
+
+async def ids(s: CallStore) -> list[str]:
+    return sorted(r.call_id for r in await s.list_calls(CallFilter()))
+
+
+async def test_retention_purges_at_start_then_every_period(
+    store: tuple[CallStore, FakeClock], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The retention task purges at once, then once per period as calls age; it never touches
+    a live call, logs what it removed, and is cancelled when its scope closes."""
+    s, clock = store
+    day = 86_400.0
+    for call_id, age_days in [("old", 10), ("new", 1), ("live-old", 10)]:
+        await s.open_call(CallMeta(call_id, "native", started_at=clock.now - age_days * day))
+    await s.close_call("old", "ended")
+    await s.close_call("new", "interrupted")
+    sleep = ManualSleep()
+    caplog.set_level("INFO", logger="cuecard.retention")
+    async with retention(s, 7 * day, every_s=3600.0, sleep=sleep) as task:
+        assert task is not None
+        assert await asyncio.wait_for(sleep.asked.get(), 10) == 3600.0
+        assert await ids(s) == ["live-old", "new"]
+        assert "removed 1 call(s) older than 7 days: old" in caplog.text
+        clock.now += 7 * day
+        sleep.wake()
+        assert await asyncio.wait_for(sleep.asked.get(), 10) == 3600.0
+        assert await ids(s) == ["live-old"]
+        sleep.wake()
+        await asyncio.wait_for(sleep.asked.get(), 10)
+        assert "removed 0 call(s)" in caplog.text
+    assert task.cancelled()
+
+
+async def test_retention_off_and_bad_arguments(tmp_path: Path) -> None:
+    """Without a maximum age there is no task; a non-positive age or period is refused."""
+    s = await SqliteCallStore.open(tmp_path)
+    try:
+        async with retention(s, None) as task:
+            assert task is None
+        for age, every in [(0.0, 3600.0), (86_400.0, 0.0)]:
+            with pytest.raises(ValueError):
+                async with retention(s, age, every_s=every):
+                    pass
+    finally:
+        await s.close()
+
+
+async def test_retention_survives_a_failing_pass(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pass that fails (here: the store is gone) is logged and retried next period."""
+    s = await SqliteCallStore.open(tmp_path)
+    await s.close()
+    sleep = ManualSleep()
+    async with retention(s, 86_400.0, every_s=60.0, sleep=sleep) as task:
+        for _ in range(2):
+            assert await asyncio.wait_for(sleep.asked.get(), 10) == 60.0
+            sleep.wake()
+        assert task is not None and not task.done()
+    assert caplog.text.count("retention: purge failed, retrying in 60 s") == 2
 
 
 async def test_reopen_keeps_events(store: tuple[CallStore, FakeClock]) -> None:
