@@ -581,7 +581,7 @@ _VERBS = (
     "bring|introduce|confirm|circulate|run|sign|provide|look into|update|create|ask|sync|demo|"
     "show|walk|reach out|connect|meet|finalize|finalise|gather|test|try|install|approve|present|"
     "invite|order|pay|submit|complete|fill out|figure out|sort out|organize|organise|compile|"
-    "pull together|reserve|clarify|verify|double-check|coordinate"
+    "pull together|reserve|clarify|verify|double-check|coordinate|renew"
 )
 _SELF = re.compile(
     r"\b(?:i|we)(?:'ll| will| shall|'m going to| am going to|'re going to| are going to|"
@@ -599,9 +599,11 @@ _DELIVERABLE = re.compile(
     r"set up|book)\b",
     re.IGNORECASE,
 )
-# Left at the end once the due phrase is cut out (or when ASR turned "by" into "my").
+# Left at the end once the due phrase is cut out, also when ASR misheard the preposition
+# (tiny.en on espeak-ng: "by Friday" -> "my Friday" / "buy Friday", "by end of day" -> "I end
+# the day"). An item never ends in one of these words.
 _DANGLING = re.compile(
-    r"(?:[\s,]+(?:by|on|before|until|for|the|my|at|in|no later than))+$", re.IGNORECASE
+    r"(?:[\s,]+(?:by|buy|bye|on|before|until|for|the|my|i|at|in|no later than))+$", re.IGNORECASE
 )
 _PRONOUN_AFTER_VERB = re.compile(
     rf"^((?:{_VERBS}))\s+(?:you|me|us|them|him|her)\b\s*", re.IGNORECASE
@@ -673,7 +675,7 @@ _PREP = r"(?:(?:by|before|on|until|no later than|for)\s+)?"
 _DUE_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(_PREP + rx, re.IGNORECASE), kind)
     for rx, kind in (
-        (r"(?:the )?end of (?:the )?day\b|\beod\b|\btoday\b|\btonight\b", "today"),
+        (r"\b(?:the )?end (?:of )?(?:the )?day\b|\beod\b|\btoday\b|\btonight\b", "today"),
         (r"(?:the )?day after tomorrow\b", "day_after"),
         (r"\btomorrow\b", "tomorrow"),
         (r"(?:the )?end of next week\b", "end_next_week"),

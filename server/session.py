@@ -16,7 +16,6 @@ ends a session.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +37,7 @@ from nlp.redaction import Redactor
 from nlp.transcript import Transcript
 from server.bus import Bus
 from server.store import CallMeta, CallStore
-from server.webhooks import WebhookSender
+from server.webhooks import WebhookSender, call_date_of, hand_off_call
 from server.wire import to_wire
 
 log = logging.getLogger(__name__)
@@ -102,7 +101,7 @@ class CallSession:
         self._audio_end_sample = 0
         self._ticked_s = 0.0
         self._prosody = ProsodyTracker()
-        self._call_date = dt.datetime.fromtimestamp(meta.started_at or 0, dt.UTC).date()
+        self._call_date = call_date_of(meta.started_at)  # what "by Friday" counts from
         self._coach: Coach | None = None
         self._lock = asyncio.Lock()  # coach events are emitted in the order the coach made them
         self.finals = 0
@@ -161,19 +160,16 @@ class CallSession:
         return replies
 
     async def _summarize(self) -> None:
-        """The call's summary from what was stored; a failure degrades, never loses the call."""
+        """The call's summary from what was stored, stored with the call, handed to the
+        webhooks, then shown; a failure degrades, never loses the call."""
         try:
-            events = await self._store.events(self.call_id)
-            summary = await self.engines.summarizer.summarize(self.call_id, events, self._call_date)
-            wire = to_wire(summary)
-            await self._store.put_summary(self.call_id, wire)
+            summary = await hand_off_call(
+                self._store, self.engines.summarizer, self.engines.webhooks, self.call_id
+            )
             await self._emit(summary, durable=True)
         except Exception:
             log.exception("call %s: summary failed", self.call_id)
             await self._emit(Status("degraded", "summary failed", self.audio_s), durable=True)
-            return
-        if self.engines.webhooks is not None:
-            self.engines.webhooks.enqueue(self.call_id, wire)
 
     async def abort(self) -> None:
         if self._task is not None:

@@ -115,6 +115,7 @@ CALL = [
         ("tomorrow", SAT, "2026-11-22", "tomorrow"),
         ("the day after tomorrow", WED, "2026-11-20", "the day after tomorrow"),
         ("by end of day", WED, "2026-11-18", "by end of day"),
+        ("the pricing I end the day", WED, "2026-11-18", "end the day"),
         ("by the end of the week", WED, "2026-11-20", "by the end of the week"),
         ("by the end of the week", SAT, "2026-11-27", "by the end of the week"),
         ("by the end of next week", WED, "2026-11-27", "by the end of next week"),
@@ -141,6 +142,7 @@ def test_resolve_due_none() -> None:
     """Text without a date phrase has no due date."""
     assert resolve_due("I will send the proposal soon.", SAT) is None
     assert resolve_due("the 31st of February", SAT) is None
+    assert resolve_due("a weekend day trip", SAT) is None
 
 
 def test_action_items_from_transcripts_alone() -> None:
@@ -470,3 +472,21 @@ def test_action_item_survives_asr_slips() -> None:
         ("rep", "send the proposal", "2026-11-27"),
         ("customer", "send your renewal list", "2026-11-23"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("said", "owner", "item", "due"),
+    [
+        ("I will send the proposal buy Friday.", "rep", "send the proposal", "2026-11-27"),
+        ("I will send the proposal bye Friday.", "rep", "send the proposal", "2026-11-27"),
+        ("I'll send over the pricing I end the day.", "rep", "send over the pricing", "2026-11-21"),
+        ("We will renew the contract next month.", "rep", "renew the contract", "2026-12-01"),
+    ],
+)
+def test_action_items_survive_streamed_asr_slips(
+    said: str, owner: str, item: str, due: str
+) -> None:
+    """Slips heard from tiny.en on espeak-ng calls ("buy Friday", "I end the day") still give
+    a clean item and its due date; "renew" is a commitment."""
+    s = build_summary("c1", [tr("rep-0", said, 0.0, 4.0)], SAT)
+    assert [(a.owner, a.item, a.due) for a in s.action_items] == [(owner, item, due)]
