@@ -67,17 +67,12 @@ class Card:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A card the coach would like on screen; the deck decides whether and how it is sent."""
+    """A card the coach would like on screen, and the key it is de-duplicated by; the deck
+    decides whether and how it is sent. ``card`` is a draft: the deck gives it its id, state
+    and lifecycle fields when it issues it."""
 
     key: str
-    kind: str
-    priority: int
-    title: str
-    detail: str
-    responses: tuple[str, ...]
-    evidence: Evidence | None
-    audio_end_s: float
-    utterance_id: str | None = None
+    card: Card
 
 
 @dataclass(slots=True)
@@ -104,7 +99,7 @@ class CardDeck:
     def offer(self, candidates: list[Candidate], now_s: float) -> list[Card]:
         """Raise candidates (most important first): issue, update, queue or suppress each."""
         out: list[Card] = []
-        for c in sorted(candidates, key=lambda c: -c.priority):
+        for c in sorted(candidates, key=lambda c: -c.card.priority):
             out.extend(self._raise(c, now_s))
         return out
 
@@ -145,10 +140,10 @@ class CardDeck:
         """Drop stale waiting cards and issue waiting ones the rate limit now allows."""
         out: list[Card] = []
         for key, c in list(self._pending.items()):
-            if now_s - c.audio_end_s > self._settings.max_pending_s:
+            if now_s - c.card.audio_end_s > self._settings.max_pending_s:
                 del self._pending[key]
         while self._pending and self._has_budget(now_s):
-            key = max(self._pending, key=lambda k: self._pending[k].priority)
+            key = max(self._pending, key=lambda k: self._pending[k].card.priority)
             out.append(self._issue(self._pending.pop(key), now_s, provisional=False))
         return out
 
@@ -184,7 +179,7 @@ class CardDeck:
         if self._has_budget(now_s):
             return [self._issue(c, now_s, provisional=False)]
         waiting = self._pending.get(c.key)
-        if waiting is None or waiting.priority <= c.priority:
+        if waiting is None or waiting.card.priority <= c.card.priority:
             self._pending[c.key] = c
         return []
 
@@ -215,18 +210,8 @@ class CardDeck:
     def _issue(self, c: Candidate, now_s: float, *, provisional: bool) -> Card:
         card_id = f"card-{self._next_id}"
         self._next_id += 1
-        card = Card(
-            card_id=card_id,
-            state="issued",
-            kind=c.kind,
-            priority=c.priority,
-            title=c.title,
-            detail=c.detail,
-            responses=c.responses,
-            evidence=c.evidence,
-            audio_end_s=c.audio_end_s,
-            provisional=provisional,
-            utterance_id=c.utterance_id,
+        card = dataclasses.replace(
+            c.card, card_id=card_id, state="issued", provisional=provisional, times_raised=1
         )
         self._slots[c.key] = _Slot(
             card=card, last_raised_s=now_s, last_sent_s=now_s, issued_at_s=now_s
@@ -260,10 +245,10 @@ class CardDeck:
 def _with_evidence(card: Card, c: Candidate, times_raised: int) -> Card:
     return dataclasses.replace(
         card,
-        detail=c.detail,
-        evidence=c.evidence,
-        audio_end_s=c.audio_end_s,
-        utterance_id=c.utterance_id,
+        detail=c.card.detail,
+        evidence=c.card.evidence,
+        audio_end_s=c.card.audio_end_s,
+        utterance_id=c.card.utterance_id,
         times_raised=times_raised,
-        priority=max(card.priority, c.priority),
+        priority=max(card.priority, c.card.priority),
     )

@@ -138,7 +138,7 @@ class Coach:
             return []
         if len(i.text.split()) < settings.partial_min_words:
             return []
-        candidates = sorted(self._candidates(i), key=lambda c: -c.priority)
+        candidates = sorted(self._candidates(i), key=lambda c: -c.card.priority)
         if not candidates:
             return []
         return list(self._deck.offer_provisional(candidates[0], i.utterance_id, self._now_s))
@@ -190,32 +190,40 @@ class Coach:
     ) -> Candidate:
         if template is None:
             template = self._playbook.card(kind)
-        return Candidate(
-            key=key,
-            kind=kind,
-            priority=template.priority,
-            title=title if title is not None else template.title,
-            detail=detail,
-            responses=tuple(template.responses),
-            evidence=Evidence(i.text, i.speaker, i.start_s, i.end_s),
-            audio_end_s=i.end_s,
-            utterance_id=i.utterance_id,
-        )
+        evidence = Evidence(i.text, i.speaker, i.start_s, i.end_s)
+        card = _draft(template, kind, i.end_s, evidence, detail, title, i.utterance_id)
+        return Candidate(key, card)
 
     def _offer_alerts(self, alerts: list[Alert]) -> list[CoachEvent]:
-        candidates = []
-        for a in alerts:
-            template = self._playbook.card(a.kind)
-            candidates.append(
-                Candidate(
-                    key=f"alert:{a.kind}",
-                    kind=a.kind,
-                    priority=template.priority,
-                    title=template.title,
-                    detail=a.detail,
-                    responses=tuple(template.responses),
-                    evidence=a.evidence,
-                    audio_end_s=a.audio_end_s,
-                )
+        candidates = [
+            Candidate(
+                f"alert:{a.kind}",
+                _draft(self._playbook.card(a.kind), a.kind, a.audio_end_s, a.evidence, a.detail),
             )
+            for a in alerts
+        ]
         return list(self._deck.offer(candidates, self._now_s)) if candidates else []
+
+
+def _draft(
+    template: CardTemplate,
+    kind: str,
+    audio_end_s: float,
+    evidence: Evidence | None,
+    detail: str = "",
+    title: str | None = None,
+    utterance_id: str | None = None,
+) -> Card:
+    """A card not yet issued: the deck sets its id and lifecycle fields when it issues it."""
+    return Card(
+        card_id="",
+        state="issued",
+        kind=kind,
+        priority=template.priority,
+        title=title if title is not None else template.title,
+        detail=detail,
+        responses=tuple(template.responses),
+        evidence=evidence,
+        audio_end_s=audio_end_s,
+        utterance_id=utterance_id,
+    )

@@ -163,7 +163,8 @@ def test_card_event_is_wire_json() -> None:
 
 
 def _candidate(key: str, priority: int, at_s: float) -> Candidate:
-    return Candidate(key, "question", priority, key, "", ("say something",), None, at_s)
+    draft = Card("", "issued", "question", priority, key, "", ("say something",), None, at_s)
+    return Candidate(key, draft)
 
 
 @pytest.mark.parametrize("per_minute", [1, 3, 4])
