@@ -10,7 +10,9 @@ became true:
 - ``talk_ratio``: the rep's share of speech in the last ``talk_ratio_window_s`` exceeds
   ``max_rep_talk_ratio`` once at least ``talk_ratio_min_speech_s`` of speech is in the window.
 - ``fast_speech``: the rep's words per minute over the last ``fast_speech_window_s`` of finals.
-- ``customer_silence``: no customer speech for ``customer_silence_s``.
+- ``customer_silence``: no customer speech for ``customer_silence_s``, counted from the end of
+  the customer's last utterance; before the customer's first words, from the end of the rep's
+  first question, and not at all if neither happened (a call's opening is not silence).
 - ``interruption``: a rep utterance starts while a customer utterance still has at least
   ``interruption_min_overlap_s`` to go.
 - ``unanswered_question``: the rep has not spoken ``unanswered_after_s`` after the customer
@@ -22,6 +24,9 @@ became true:
 
 Tick-driven alerts (silence, unanswered question) wait ``transcript_lag_s`` past the threshold
 before firing, because the words that would cancel them may still be in transcription.
+
+An intent counts (a question, a next step) at ``min_confidence`` or more: the coach passes the
+playbook's ``deck.min_confidence``, so cards, alerts and the score agree on what was said.
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ from nlp.insight import Insight
 from nlp.transcript import Transcript
 
 _EMA_ALPHA = 0.4
-_QUESTION_MIN_CONFIDENCE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +69,9 @@ class _Question:
 class Dynamics:
     """Per-call conversation-dynamics core; each method returns the alerts that became true."""
 
-    def __init__(self, settings: DynamicsSettings) -> None:
+    def __init__(self, settings: DynamicsSettings, *, min_confidence: float = 0.4) -> None:
         self._s = settings
+        self._min_confidence = min_confidence
         self._spans: dict[str, _Span] = {}
         self._old_talk_s = {"rep": 0.0, "customer": 0.0}  # finals pruned out of ``_spans``
         self._turn_start_s: float | None = None
@@ -74,7 +79,7 @@ class Dynamics:
         self._monologue_fired = False
         self._talk_ratio_armed = True
         self._fast_armed = True
-        self._last_customer_end_s = 0.0
+        self._silence_from_s: float | None = None  # None: the customer's silence is not counted
         self._silence_fired = False
         self._interrupting: set[str] = set()
         self._questions: list[_Question] = []
@@ -82,7 +87,8 @@ class Dynamics:
         self._no_next_step_fired = False
         self._sentiment = _Trend(settings.sentiment_window_s, settings.sentiment_drop)
         self._engagement = _Trend(settings.sentiment_window_s, settings.engagement_drop)
-        self._latest_s = 0.0
+        self._latest_s = 0.0  # audio time seen: transcripts and ticks
+        self._latest_speech_s = 0.0  # the end of the latest transcribed speech
 
     @property
     def next_step_agreed(self) -> bool:
@@ -103,12 +109,13 @@ class Dynamics:
         span = _Span(t.speaker, start_s, end_s, len(t.text.split()), t.text, t.is_final)
         self._spans[t.utterance_id] = span
         self._latest_s = max(self._latest_s, end_s)
+        self._latest_speech_s = max(self._latest_speech_s, end_s)
         alerts: list[Alert] = []
         if t.speaker == "rep":
             alerts += self._rep_spoke(t.utterance_id, span)
         else:
             alerts += self._customer_spoke(span)
-        alerts += self._check_talk_ratio(self._latest_s)
+        alerts += self._check_talk_ratio(self._latest_speech_s)
         self._prune()
         return alerts
 
@@ -116,13 +123,17 @@ class Dynamics:
         """Final insights only: questions, next steps, closing phrases and sentiment."""
         if not i.is_final:
             return []
-        if i.label == "next_step" and i.confidence >= _QUESTION_MIN_CONFIDENCE:
+        sure = i.confidence >= self._min_confidence
+        if i.label == "next_step" and sure:
             self._next_step_agreed = True
+        if i.speaker == "rep" and self._silence_from_s is None:
+            if (i.label == "question" and sure) or i.text.rstrip().endswith("?"):
+                self._silence_from_s = i.end_s  # the rep asked: the customer's turn to speak
         if i.speaker != "customer":
             return []
         evidence = Evidence(i.text, i.speaker, i.start_s, i.end_s)
         alerts: list[Alert] = []
-        if i.label == "question" and i.confidence >= _QUESTION_MIN_CONFIDENCE:
+        if i.label == "question" and sure:
             self._questions.append(_Question(evidence, answer_from_s=i.end_s))
         text = i.text.lower()
         if not self._next_step_agreed and not self._no_next_step_fired:
@@ -146,11 +157,12 @@ class Dynamics:
         self._latest_s = max(self._latest_s, audio_now_s)
         known_s = audio_now_s - self._s.transcript_lag_s
         alerts: list[Alert] = []
-        silent_at_s = self._last_customer_end_s + self._s.customer_silence_s
-        if not self._silence_fired and known_s >= silent_at_s:
-            self._silence_fired = True
-            detail = f"The customer has not spoken for {self._s.customer_silence_s:.0f} s."
-            alerts.append(Alert("customer_silence", silent_at_s, detail))
+        if self._silence_from_s is not None and not self._silence_fired:
+            silent_at_s = self._silence_from_s + self._s.customer_silence_s
+            if known_s >= silent_at_s:
+                self._silence_fired = True
+                detail = f"The customer has not spoken for {self._s.customer_silence_s:.0f} s."
+                alerts.append(Alert("customer_silence", silent_at_s, detail))
         for q in list(self._questions):
             due_s = q.answer_from_s + self._s.unanswered_after_s
             if known_s >= due_s:
@@ -188,7 +200,7 @@ class Dynamics:
         return alerts
 
     def _customer_spoke(self, span: _Span) -> list[Alert]:
-        self._last_customer_end_s = max(self._last_customer_end_s, span.end_s)
+        self._silence_from_s = max(self._silence_from_s or 0.0, span.end_s)
         self._silence_fired = False
         substantive = span.end_s - span.start_s > self._s.backchannel_max_s or span.n_words >= 3
         if substantive and self._turn_start_s is not None and span.end_s > self._turn_start_s:

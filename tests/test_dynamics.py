@@ -256,3 +256,55 @@ def test_rep_talk_share() -> None:
     assert dyn.rep_talk_share() is None
     feed(dyn, [utt("rep", 0.0, 6.0), utt("customer", 6.0, 8.0, "sure sounds good")])
     assert dyn.rep_talk_share() == pytest.approx(0.75)
+
+
+def rep_insight(label: str, text: str, start_s: float, end_s: float) -> Insight:
+    return Insight(
+        f"rep-{start_s}", "rep", True, text, start_s, end_s, label, 0.9, {}, (), 0.0, None
+    )
+
+
+def test_no_customer_silence_before_the_customer_has_spoken() -> None:
+    """The rep's opening is not customer silence: no alert until the customer has spoken or
+    the rep has asked something, however long the rep talks."""
+    dyn = Dynamics(SETTINGS)
+    opening = "Hi, this is Sam from Acme, let me tell you about our product."
+    items: list[Transcript | Insight | float] = [
+        utt("rep", 0.5, 5.0, opening),
+        rep_insight("small_talk", opening, 0.5, 5.0),
+        *[float(t) for t in range(6, 120, 2)],
+    ]
+    assert [a for a in feed(dyn, items) if a.kind == "customer_silence"] == []
+    feed(dyn, [utt("customer", 120.0, 122.0, "sorry, go on")])
+    [alert] = [a for a in feed(dyn, [160.0, 168.0, 170.0]) if a.kind == "customer_silence"]
+    assert alert.audio_end_s == 167.0
+
+
+@pytest.mark.parametrize(
+    ("label", "text"),
+    [("question", "How many reps are on your team?"), ("other", "so what do you use today?")],
+)
+def test_customer_silence_counts_from_a_rep_question(label: str, text: str) -> None:
+    """Before the customer's first words, an unanswered rep question starts the silence count
+    (a question label, or a transcript ending in a question mark)."""
+    dyn = Dynamics(SETTINGS)
+    items: list[Transcript | Insight | float] = [
+        utt("rep", 2.0, 5.0, text),
+        rep_insight(label, text, 2.0, 5.0),
+        30.0,
+        51.0,
+        52.0,
+    ]
+    [alert] = [a for a in feed(dyn, items) if a.kind == "customer_silence"]
+    assert alert.audio_end_s == 50.0
+
+
+def test_talk_ratio_alert_is_stamped_with_speech_time_not_tick_time() -> None:
+    """Ticks running ahead of transcription do not move the talk-ratio alert's audio time:
+    it is the end of the speech that tipped the ratio."""
+    dyn = Dynamics(SETTINGS)
+    items: list[Transcript | Insight | float] = []
+    for k in range(6):
+        items += [float(10.0 * k + 20.0), utt("rep", 10.0 * k, 10.0 * k + 9.0)]
+    [alert] = [a for a in feed(dyn, items) if a.kind == "talk_ratio"]
+    assert alert.audio_end_s == 49.0  # the fifth utterance brings 45 s of speech, all the rep's
