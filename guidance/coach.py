@@ -70,8 +70,9 @@ class Coach:
     def __init__(self, playbook: Playbook, score_model: ScoreModel, prior: Prior | None = None):
         self._playbook = playbook
         self._deck = CardDeck(playbook.deck)
-        self._dynamics = Dynamics(playbook.dynamics)
-        self._score = LeadScore(score_model, prior)
+        sure = playbook.deck.min_confidence
+        self._dynamics = Dynamics(playbook.dynamics, min_confidence=sure)
+        self._score = LeadScore(score_model, prior, min_confidence=sure)
         self._now_s = 0.0
 
     def start(self) -> list[CoachEvent]:

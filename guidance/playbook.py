@@ -104,7 +104,7 @@ class DeckSettings(_Strict):
     dismissed_cooldown_s: Seconds = 180.0
     used_cooldown_s: Seconds = 600.0
     max_pending_s: Seconds = 15.0
-    min_confidence: Ratio = 0.5
+    min_confidence: Ratio = 0.4  # held-out sweep: python -m bench.bench_cards --threshold-sweep
     partial_min_confidence: Ratio = 0.8
     partial_min_words: Annotated[int, Field(ge=1, le=50)] = 4
 

@@ -6,7 +6,9 @@ with a description in words. Features (counts are capped at ``COUNT_CAP`` so one
 cannot saturate the score):
 
 - ``buying_signals``, ``objections``, ``questions``, ``next_steps``, ``competitor_mentions``:
-  counts of the customer's final utterances with that intent (next steps from either speaker);
+  counts of the customer's final utterances with that intent at ``min_confidence`` or more (the
+  coach passes the playbook's ``deck.min_confidence``, so every card's intent also moves the
+  score); next steps from either speaker;
 - ``objections_addressed``: objections the rep answered (a reply of ``ADDRESS_MIN_WORDS`` or
   more within ``ADDRESS_WINDOW_S`` of the objection);
 - ``customer_sentiment``, ``customer_engagement``: smoothed (EMA, alpha 0.4) customer text
@@ -38,7 +40,7 @@ from nlp.insight import Insight
 COUNT_CAP = 6.0
 ADDRESS_WINDOW_S = 20.0
 ADDRESS_MIN_WORDS = 8
-MIN_CONFIDENCE = 0.5
+MIN_CONFIDENCE = 0.4  # the default of the playbook's deck.min_confidence
 _EMA_ALPHA = 0.4
 
 COUNT_FEATURES = (
@@ -224,9 +226,16 @@ def _quote(text: str, max_chars: int = 60) -> str:
 class LeadScore:
     """Per-call lead score core. Feed it every final insight (both speakers) in audio order."""
 
-    def __init__(self, model: ScoreModel, prior: Prior | None = None) -> None:
+    def __init__(
+        self,
+        model: ScoreModel,
+        prior: Prior | None = None,
+        *,
+        min_confidence: float = MIN_CONFIDENCE,
+    ) -> None:
         self._model = model
         self._prior = prior
+        self._min_confidence = min_confidence
         self._raw: dict[str, float] = dict.fromkeys(CONVERSATION_FEATURES, 0.0)
         self._open_objections: list[tuple[str, float]] = []  # (kind, end_s)
         self._sentiment_seen = False
@@ -269,7 +278,7 @@ class LeadScore:
         return Score(self.score, round(delta, 1), reasons, i.end_s)
 
     def _rep_said(self, i: Insight) -> None:
-        if i.label == "next_step" and i.confidence >= MIN_CONFIDENCE:
+        if i.label == "next_step" and i.confidence >= self._min_confidence:
             self._count("next_steps", f"next step: {_quote(i.text)}")
         if len(i.text.split()) < ADDRESS_MIN_WORDS:
             return
@@ -283,7 +292,7 @@ class LeadScore:
         self._open_objections = [
             (k, e) for k, e in self._open_objections if i.start_s - e <= ADDRESS_WINDOW_S
         ]
-        if i.confidence >= MIN_CONFIDENCE:
+        if i.confidence >= self._min_confidence:
             if i.label.startswith("objection_"):
                 kind = i.label.removeprefix("objection_")
                 self._open_objections.append((kind, i.end_s))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -274,3 +275,24 @@ def test_used_card_recorded_in_state() -> None:
     [card] = cards(coach.observe_insight(WARM[0]))
     coach.act({"type": "card_action", "card_id": card.card_id, "action": "used"})
     assert [c.state for c in coach.state().cards] == ["used"]
+
+
+@pytest.mark.parametrize(
+    ("label", "confidence", "kind"),
+    [
+        ("objection_price", 0.42, "objection_price"),  # the reported miss: a card now
+        ("objection_timing", 0.40, "objection_timing"),
+        ("objection_price", 0.39, None),
+        ("other", 0.95, None),
+        ("small_talk", 0.95, None),
+        ("positive", 0.95, None),
+    ],
+)
+def test_card_threshold(label: str, confidence: float, kind: str | None) -> None:
+    """Objections from the playbook's min_confidence (0.4) up give their card; below it, or
+    for other, small talk and praise at any confidence, no card."""
+    assert PLAYBOOK.deck.min_confidence == 0.4
+    coach = Coach(PLAYBOOK, MODEL)
+    said = insight(label, "Honestly that is more than we planned to spend.", 1.0, 3.0)
+    got = cards(coach.observe_insight(dataclasses.replace(said, confidence=confidence)))
+    assert [c.kind for c in got] == ([kind] if kind else [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -187,3 +188,20 @@ def test_bad_history_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     args = parser.parse_args(["train-score", str(bad), "--out", str(tmp_path / "c.json")])
     assert args.handler(args) == 2
     assert "line 7: outcome must be 'won' or 'lost'" in capsys.readouterr().err
+
+
+def test_objection_counts_from_the_card_threshold() -> None:
+    """An objection the coach shows a card for (confidence 0.42) also lowers the score; one
+    under the playbook's threshold does not count as an objection."""
+    sure = load_playbook().deck.min_confidence
+    unsure_said = say("customer", "objection_price", "That is more than we planned.", 5)
+    lead = LeadScore(MODEL, min_confidence=sure)
+    low = lead.observe(dataclasses.replace(unsure_said, confidence=sure - 0.05))
+    assert low is not None and not any("objection" in r for r in low.reasons)
+    coach = Coach(load_playbook(), MODEL)
+    events = coach.observe_insight(dataclasses.replace(unsure_said, confidence=0.42))
+    [score] = [e for e in events if isinstance(e, Score)]
+    assert score.delta < 0 and any(
+        r.startswith("-") and "price objection" in r for r in score.reasons
+    )
+    assert coach.state().features["objections"] == 1.0
