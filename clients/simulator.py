@@ -5,7 +5,9 @@ Audio goes out in 20 ms frames at ``speed`` times real time, over the native pro
 one ``media`` message per track per 20 ms). A stereo file is channel 0 = rep, 1 = customer.
 Meanwhile it listens on the call's events socket and hands every event, with ``received_s``
 (seconds since the first audio frame was sent, on this process's monotonic clock), to
-``on_event``.
+``on_event``. A paced replay (``speed`` > 0) also stamps each ``card`` with ``latency_s``:
+``received_s - audio_end_s / speed``, REFERENCE.md's card latency (for a customer card, the
+wall time from the end of the triggering utterance to the card reaching this socket).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ async def simulate(path: Path, options: SimOptions, on_event: OnEvent | None = N
             async for raw in events_ws:
                 event = json.loads(raw)
                 event["received_s"] = round(time.monotonic() - t0[0], 4) if t0 else 0.0
+                _stamp_latency(event, options.speed)
                 result.events.append(event)
                 if on_event is not None:
                     on_event(event)
@@ -92,6 +95,12 @@ async def simulate(path: Path, options: SimOptions, on_event: OnEvent | None = N
         result.close_code = events_ws.close_code
         result.close_reason = events_ws.close_reason or ""
     return result
+
+
+def _stamp_latency(event: dict[str, Any], speed: float) -> None:
+    audio_end_s = event.get("audio_end_s")
+    if event.get("type") == "card" and speed > 0 and isinstance(audio_end_s, int | float):
+        event["latency_s"] = round(event["received_s"] - audio_end_s / speed, 4)
 
 
 async def _pace(t0: list[float], sent_s: float, speed: float) -> None:
@@ -192,7 +201,8 @@ def format_event(event: dict[str, Any]) -> str:
     if kind == "insight":
         return f"{at} insight {event['speaker']:<8} {event['label']} ({event['confidence']:.2f}) sentiment {event['sentiment']:+.2f}"
     if kind == "card":
-        return f"{at} CARD    {event.get('state', '')} {event.get('kind', '')}: {event.get('title', '')}"
+        latency = f" (latency {event['latency_s']:.2f} s)" if "latency_s" in event else ""
+        return f"{at} CARD    {event.get('state', '')} {event.get('kind', '')}: {event.get('title', '')}{latency}"
     if kind == "score":
         return f"{at} SCORE   {event.get('score')} ({event.get('delta', 0):+}) {'; '.join(map(str, event.get('reasons', [])))}"
     if kind == "status":
