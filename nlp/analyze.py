@@ -269,6 +269,7 @@ def train_and_report(
     sentiment = _sentiment_rows(train, test, head.labels, probs)
     thresholds = _threshold_rows([e.label for e in test], predicted, probs.max(axis=1))
     return _render(
+        embedder.name,
         data_path,
         test_path,
         len(train),
@@ -331,6 +332,7 @@ def _confusion(m: Metrics) -> list[str]:
 
 
 def _render(
+    embedder_name: str,
     data_path: Path,
     test_path: Path,
     n_train: int,
@@ -348,7 +350,7 @@ def _render(
         "# Intent classifier evaluation",
         "",
         "Produced by `cuecard train-intent` (fixed seed; rerun it after editing the data).",
-        f"Model: all-MiniLM-L6-v2 embeddings + tf-idf word uni/bigrams -> softmax head. "
+        f"Model: {embedder_name} embeddings + tf-idf word uni/bigrams -> softmax head. "
         f"Train: `{data_path.name}` ({n_train} lines), held-out test: `{test_path.name}` "
         f"({n_test} lines, phrased independently, never used for training or model selection).",
         "",
