@@ -73,6 +73,31 @@ async def test_one_final_per_utterance_and_no_partial_after_it(
     assert len(seen_final) >= len(SCRIPT)
 
 
+async def test_every_final_gets_an_insight_for_both_speakers(
+    server: ServerProcess, call: tuple[Path, RenderedCall]
+) -> None:
+    """Each final becomes an insight on the rep's socket with label, confidence, entities,
+    sentiment and prosody measured on that utterance's own audio (female customer voice: higher
+    pitch than the rep's)."""
+    result = await simulate(call[0], SimOptions(server=server.ws, token=server.token, speed=0))
+    finals_by_id = {
+        e["utterance_id"]: e for e in result.events if e["type"] == "transcript" and e["is_final"]
+    }
+    insights = [e for e in result.events if e["type"] == "insight" and e["is_final"]]
+    assert {i["utterance_id"] for i in insights} == set(finals_by_id)
+    for i in insights:
+        final = finals_by_id[i["utterance_id"]]
+        assert (i["speaker"], i["text"]) == (final["speaker"], final["text"])
+        assert i["label"] in i["scores"] and 0 < i["confidence"] <= 1
+        assert -1 <= i["sentiment"] <= 1 and isinstance(i["entities"], list)
+        assert i["prosody"]["energy_db"] < 0 and i["prosody"]["rate_wpm"] > 60
+    pitch = {
+        who: np.median([i["prosody"]["pitch_median_hz"] for i in insights if i["speaker"] == who])
+        for who in ("rep", "customer")
+    }
+    assert pitch["customer"] > pitch["rep"] * 1.2
+
+
 async def test_silence_and_noise_produce_no_text(server: ServerProcess, tmp_path: Path) -> None:
     """A customer channel of silence and low noise yields no customer transcript at all."""
     rendered = render((Turn("rep", "Hello, can you hear me? I will wait for you."),))
