@@ -1,18 +1,28 @@
-"""Time from "call ended" to summary stored, built-in engine, for a realistic 10-minute call.
+"""Time from the end of a call to its summary, built-in engine (target: within 2 s).
 
-The call's events are synthetic but shaped like a real one: ~150 alternating final utterances
-with word timings, an insight (intent, entities, sentiment, prosody) per utterance, cards on
-objections and a score update per customer utterance (~450 stored events). Each run stores
-them in a fresh SQLite store, then times ``hand_off_call`` (read events, summarize, store the
-summary) - what the session does when a call ends.
+1. Through the real server (the figure the issue asks for): ``cuecard serve`` on a free
+   loopback port; an espeak-ng call is streamed at 1.0x in 20 ms PCM16 frames while a viewer
+   listens on the call's events socket; the clock runs from the moment the ``stop`` message
+   has been sent to the moment the ``summary`` event reaches the viewer (one monotonic clock,
+   one process). The call ends 0.3 s after its last word, so the stop also flushes that
+   utterance's final: end-of-call work (last final, coach tick, summary from the store,
+   summary stored, event stored and pushed) is all inside the figure. The first call is a
+   warm-up, excluded.
+2. The summary step alone for a long call: ~450 synthetic stored events shaped like a
+   10-minute call (~150 alternating finals with word timings, an insight per utterance, cards
+   on objections, a score per customer utterance) in a fresh SQLite store, then
+   ``hand_off_call`` (read events, summarize, store the summary) is timed.
 
-    python bench/bench_summary.py [--runs 20] [--seed 0]
+    python -m bench.bench_summary [--calls 8] [--runs 20] [--seed 0] [--skip-server]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import platform
 import random
 import statistics
 import sys
@@ -21,8 +31,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import soundfile as sf
+import websockets
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from clients.callgen import Turn, render
 from guidance.summary import BuiltinSummarizer
 from server.sqlite_store import SqliteCallStore
 from server.store import CallMeta
@@ -124,6 +139,63 @@ async def one_run(events: list[dict[str, Any]], tmp: Path, appends: list[float])
         await store.close()
 
 
+END_OF_CALL: tuple[Turn, ...] = (
+    Turn("rep", "Thanks for your time today. I will send the proposal by Friday."),
+    Turn("customer", "Okay. We will discuss it with our legal team next week."),
+    Turn("rep", "Great. I will email you the contract tomorrow."),
+    Turn("customer", "That works. Let's schedule a follow up call next Tuesday."),
+    Turn("rep", "Perfect, talk to you then. Have a great day."),
+)
+
+
+async def one_call(ws_base: str, token: str, call_id: str, audio: np.ndarray) -> float:
+    """Stream ``audio`` at 1.0x; seconds from the stop message sent to the summary event."""
+    events_url = f"{ws_base}/v1/calls/{call_id}/events?token={token}"
+    audio_url = f"{ws_base}/v1/calls/{call_id}/audio?token={token}"
+    start = {"type": "start", "encoding": "pcm16", "sample_rate_hz": 16000,
+             "channels": 2, "speakers": ["rep", "customer"], "rep_id": "bench"}  # fmt: skip
+    stopped: list[float] = []
+    async with websockets.connect(events_url, max_size=None) as viewer:
+
+        async def summary_arrival() -> float:
+            async for raw in viewer:
+                if json.loads(raw)["type"] == "summary":
+                    return time.monotonic()
+            raise RuntimeError(f"call {call_id}: the events socket closed without a summary")
+
+        waiting = asyncio.create_task(summary_arrival())
+        async with websockets.connect(audio_url) as ws:
+            await ws.send(json.dumps(start))
+            await ws.recv()
+            t0 = time.monotonic()
+            for i in range(0, len(audio), 320):
+                await asyncio.sleep(max(0.0, t0 + i / 16000 - time.monotonic()))
+                await ws.send(audio[i : i + 320].tobytes())
+            await ws.send(json.dumps({"type": "stop"}))
+            stopped.append(time.monotonic())
+            arrived = await asyncio.wait_for(waiting, 60)
+    return arrived - stopped[0]
+
+
+async def through_server(calls: int) -> tuple[list[float], float]:
+    from tests.conftest import start_server, stop_server
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "call.wav"
+        rendered = render(END_OF_CALL, tail_s=0.3)
+        rendered.write(path)
+        audio, _ = sf.read(str(path), dtype="int16")
+        server = start_server(Path(tmp) / "data")
+        try:
+            times = [
+                await one_call(server.ws, server.token, f"bench-summary-{i}", audio)
+                for i in range(calls + 1)
+            ]
+        finally:
+            stop_server(server)
+    return times[1:], rendered.duration_s
+
+
 def _pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
@@ -131,9 +203,21 @@ def _pct(xs: list[float], q: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--calls", type=int, default=8, help="calls streamed through the server")
+    ap.add_argument("--runs", type=int, default=20, help="runs of the summary step alone")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-server", action="store_true")
     args = ap.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, no GPU, Python "
+          f"{platform.python_version()}")  # fmt: skip
+    if not args.skip_server:
+        e2e, call_s = asyncio.run(through_server(args.calls))
+        print(
+            f"stop message -> summary event on the viewer's socket (real server, built-in "
+            f"engine, {call_s:.1f} s call at 1.0x), {len(e2e)} calls after 1 warm-up: "
+            f"p50 {statistics.median(e2e) * 1e3:.0f} ms, p95 {_pct(e2e, 0.95) * 1e3:.0f} ms, "
+            f"max {max(e2e) * 1e3:.0f} ms (target: 2000 ms)"
+        )
     events = call_events(random.Random(args.seed))
     finals = sum(e["type"] == "transcript" for e in events)
     times: list[float] = []
@@ -141,14 +225,14 @@ def main() -> None:
     for i in range(args.runs):
         with tempfile.TemporaryDirectory() as d:
             times.append(asyncio.run(one_run(events, Path(d) / f"run{i}", appends)))
-    print(f"call: 600 s, {finals} final utterances, {len(events)} stored events")
+    print(f"summary step alone, 600 s call: {finals} final utterances, {len(events)} stored events")
     print(
-        f"end of call -> summary stored (built-in engine, SQLite), {args.runs} runs: "
+        f"  read events -> summary stored (built-in engine, SQLite), {args.runs} runs: "
         f"p50 {statistics.median(times) * 1e3:.1f} ms, p95 {_pct(times, 0.95) * 1e3:.1f} ms, "
-        f"max {max(times) * 1e3:.1f} ms (target: 2000 ms)"
+        f"max {max(times) * 1e3:.1f} ms"
     )
     print(
-        f"durable append (WAL, synchronous=FULL), {len(appends)} appends: "
+        f"  durable append (WAL, synchronous=FULL), {len(appends)} appends: "
         f"p50 {_pct(appends, 0.5) * 1e3:.2f} ms, p95 {_pct(appends, 0.95) * 1e3:.2f} ms, "
         f"p99 {_pct(appends, 0.99) * 1e3:.2f} ms"
     )
