@@ -7,7 +7,8 @@ two-speaker call at 1.0x in 20 ms frames with the simulator, and reports:
   (ground truth from the rendered call: the end of the turn containing the final's last word);
 - partial latency: first partial of an utterance minus the audio time its speech began;
 - card latency: card received minus the end of the customer utterance that triggered it;
-- RTF of ASR (the scheduler's busy time per audio second, both channels);
+- insight stage: the final insight of an utterance received minus its final transcript
+  received (intent, entities, sentiment, prosody; what the insight stage adds to the path);
 - WER of streamed finals against offline decoding of each channel with faster-whisper's
   standard 30 s path, same model.
 
@@ -71,9 +72,12 @@ def turn_of(spoken: tuple[Spoken, ...], speaker: str, t_s: float) -> Spoken | No
 def measure(
     events: list[dict[str, Any]], call: RenderedCall, speed: float
 ) -> dict[str, list[float]]:
-    finals, partials, cards = [], [], []
+    finals, partials, cards, insights = [], [], [], []
     seen_partial: set[str] = set()
+    final_at: dict[str, float] = {}
     for e in events:
+        if e["type"] == "insight" and e["is_final"] and e["utterance_id"] in final_at:
+            insights.append(e["received_s"] - final_at[e["utterance_id"]])
         if e["type"] == "transcript":
             turn = turn_of(
                 call.utterances, e["speaker"], e["end_s"] if e["is_final"] else e["start_s"]
@@ -81,6 +85,7 @@ def measure(
             if turn is None or turn.start_s < WARMUP_S:
                 continue
             if e["is_final"]:
+                final_at[e["utterance_id"]] = e["received_s"]
                 words = e.get("words") or []
                 speech_end = min(words[-1]["end_s"] if words else e["end_s"], turn.end_s)
                 finals.append(e["received_s"] - speech_end / speed)
@@ -96,7 +101,7 @@ def measure(
                 and e["audio_end_s"] > WARMUP_S
             ):
                 cards.append(e["received_s"] - e["audio_end_s"] / speed)
-    return {"final": finals, "partial": partials, "card": cards}
+    return {"final": finals, "partial": partials, "card": cards, "insight_stage": insights}
 
 
 def offline_wer(path: Path, streamed: list[dict[str, Any]], call: RenderedCall) -> dict[str, float]:
@@ -145,7 +150,7 @@ async def run(speed: float, runs: int) -> dict[str, Any]:
         call.write(path)
         server = start_server(Path(tmp) / "data")
         try:
-            all_lat: dict[str, list[float]] = {"final": [], "partial": [], "card": []}
+            all_lat: dict[str, list[float]] = {}
             events: list[dict[str, Any]] = []
             for _ in range(runs):
                 result = await simulate(
@@ -153,7 +158,7 @@ async def run(speed: float, runs: int) -> dict[str, Any]:
                 )
                 events = result.events
                 for k, v in measure(events, call, speed).items():
-                    all_lat[k] += v
+                    all_lat.setdefault(k, []).extend(v)
         finally:
             stop_server(server)
         quality = offline_wer(path, events, call)
