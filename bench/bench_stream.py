@@ -7,6 +7,9 @@ two-speaker call at 1.0x in 20 ms frames with the simulator, and reports:
   (ground truth from the rendered call: the end of the turn containing the final's last word);
 - partial latency: first partial of an utterance minus the audio time its speech began;
 - card latency: card received minus the end of the customer utterance that triggered it;
+- ASR load: the Whisper thread's busy seconds (``GET /v1/stats``) per second of call audio,
+  both channels, partials and speculative decodes included: the share of one ASR thread a
+  call uses at 1.0x;
 - insight stage: the final insight of an utterance received minus its final transcript
   received (intent, entities, sentiment, prosody; what the insight stage adds to the path);
 - WER of streamed finals against offline decoding of each channel with faster-whisper's
@@ -141,6 +144,13 @@ def offline_wer(path: Path, streamed: list[dict[str, Any]], call: RenderedCall) 
     return out
 
 
+def asr_busy_s(server: Any) -> float:
+    import httpx
+
+    r = httpx.get(f"{server.http}/v1/stats", headers={"Authorization": f"Bearer {server.token}"})
+    return float(r.raise_for_status().json()["asr_busy_s"])
+
+
 async def run(speed: float, runs: int) -> dict[str, Any]:
     from tests.conftest import start_server, stop_server
 
@@ -152,10 +162,13 @@ async def run(speed: float, runs: int) -> dict[str, Any]:
         try:
             all_lat: dict[str, list[float]] = {}
             events: list[dict[str, Any]] = []
+            busy_s = 0.0
             for _ in range(runs):
+                before = asr_busy_s(server)
                 result = await simulate(
                     path, SimOptions(server=server.ws, token=server.token, speed=speed)
                 )
+                busy_s += asr_busy_s(server) - before
                 events = result.events
                 for k, v in measure(events, call, speed).items():
                     all_lat.setdefault(k, []).extend(v)
@@ -167,6 +180,7 @@ async def run(speed: float, runs: int) -> dict[str, Any]:
         "call_audio_s": round(call.duration_s, 1),
         "speed": speed,
         "runs": runs,
+        "asr_busy_per_audio_s": round(busy_s / (runs * call.duration_s), 3),
     }
     for k, xs in all_lat.items():
         report[f"{k}_latency_s"] = {

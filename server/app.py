@@ -4,7 +4,7 @@
 - ``WS /v1/twilio``                  Twilio Media Streams in
 - ``WS /v1/calls/{call_id}/events``  the rep's event stream (stored history first, then live;
   an unknown call id closes with 4404 once ``wait_s`` passes without the call starting)
-- ``GET /`` the rep's page; ``GET /healthz``; the REST API of ``server.api``
+- ``GET /`` the rep's page; ``GET /healthz``; the REST API of ``server.api``; ``GET /v1/stats``
 
 Every route checks who is asking (``server.auth``); ``/healthz`` tells only that the process
 is up.
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
 from starlette.types import Message
 from starlette.websockets import WebSocketState
@@ -77,6 +77,17 @@ def build_app(rt: Runtime) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
         return {"ok": True}
+
+    @app.get("/v1/stats", dependencies=[Depends(require_token)], tags=["operations"])
+    async def stats() -> dict[str, Any]:
+        """Load of this server: live calls and the time the Whisper thread has spent
+        recognizing since start-up (its busy share of wall time is the ASR capacity used)."""
+        scheduler = rt.engines.scheduler
+        return {
+            "live_calls": len(rt.sessions),
+            "asr_busy_s": round(scheduler.busy_s, 3),
+            "asr_dropped_partials": scheduler.dropped_partials,
+        }
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:

@@ -193,6 +193,28 @@ async def test_every_endpoint_checks_the_token(server: ServerProcess) -> None:
         assert code == 1008 and "token" in reason
 
 
+async def test_every_rest_route_checks_the_token_and_stats_count_asr_work(
+    server: ServerProcess, call: tuple[Path, RenderedCall]
+) -> None:
+    """Every route in the OpenAPI document answers 401 without the token; /v1/stats with it
+    shows the Whisper thread's busy time growing with a call."""
+    import httpx
+
+    auth = {"Authorization": f"Bearer {server.token}"}
+    async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
+        paths = (await http.get("/openapi.json")).json()["paths"]
+        assert "/v1/stats" in paths and "/v1/calls" in paths
+        for path, methods in paths.items():
+            for method in methods:
+                r = await http.request(method, path.replace("{call_id}", "x"))
+                assert r.status_code == 401, (method, path)
+        before = (await http.get("/v1/stats", headers=auth)).json()
+        await simulate(call[0], SimOptions(server=server.ws, token=server.token, speed=0))
+        after = (await http.get("/v1/stats", headers=auth)).json()
+    assert after["asr_busy_s"] > before["asr_busy_s"]
+    assert after["live_calls"] == 0
+
+
 async def test_socket_closed_mid_utterance_keeps_finals_and_other_calls_go_on(
     server: ServerProcess, call: tuple[Path, RenderedCall]
 ) -> None:
