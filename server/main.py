@@ -1,7 +1,8 @@
 """``cuecard serve``: build the runtime, serve it with uvicorn, shut down cleanly.
 
 ``serve`` is the app's lifespan: it builds the runtime (models, store; calls a killed server
-left ``live`` are marked ``interrupted``, with a closing ``status`` event), runs the retention
+left ``live`` are marked ``interrupted``, with a closing ``status`` event, and handed off:
+summary stored, webhooks sent), runs the retention
 purge as a background task for as long as the server runs (``server.retention``), and on the
 way out cancels that task before it closes the runtime."""
 
@@ -20,9 +21,10 @@ from server.auth import Authenticator
 from server.bus import Bus
 from server.engines import load_engines, open_store
 from server.retention import retention
-from server.session import Status
+from server.session import Engines, Status
 from server.settings import Settings
 from server.store import CallStore
+from server.webhooks import hand_off_call
 from server.wire import to_wire
 
 log = logging.getLogger("cuecard")
@@ -39,19 +41,24 @@ async def build_runtime(settings: Settings) -> Runtime:
         raise
     if engines.webhooks is not None:
         await engines.webhooks.start()
-    await mark_interrupted(store)
+    await mark_interrupted(store, engines)
     return Runtime(settings, engines, store, Bus(), Authenticator(settings.resolved_token()))
 
 
-async def mark_interrupted(store: CallStore) -> list[str]:
+async def mark_interrupted(store: CallStore, engines: Engines) -> list[str]:
     """Calls a killed server left ``live`` become ``interrupted``; each gets a closing
-    ``status`` event so its viewers and its history say so."""
+    ``status`` event so its viewers and its history say so, and is then handed off like any
+    ended call (summary of what was stored, stored, webhooks): the CRM hears of it too."""
     interrupted = await store.mark_live_calls_interrupted()
     for call_id in interrupted:
         events = await store.events(call_id)
         audio_s = max((float(e.get("end_s") or 0.0) for e in events), default=0.0)
         status = Status("interrupted", "the server stopped during the call", audio_s)
         await store.append(call_id, to_wire(status))
+        try:
+            await hand_off_call(store, engines.summarizer, engines.webhooks, call_id)
+        except Exception:  # the summary stays available on demand from the REST API
+            log.exception("could not hand off interrupted call %s", call_id)
     if interrupted:
         log.warning(
             "marked %d call(s) interrupted by the last shutdown: %s",

@@ -103,8 +103,9 @@ async def get_until(client: httpx.AsyncClient, path: str, status: int) -> httpx.
 
 
 async def test_sigkill_mid_call_keeps_every_final_a_viewer_saw(tmp_path: Path) -> None:
-    """SIGKILL mid-call, restart: the call is interrupted and holds every final the viewer saw;
-    the restarted server purges calls older than CUECARD_RETENTION_DAYS."""
+    """SIGKILL mid-call, restart: the call is interrupted, holds every final the viewer saw and
+    is handed off with a summary of what was stored; the restarted server purges calls older
+    than CUECARD_RETENTION_DAYS."""
     rendered = render(SCRIPT)
     wav = tmp_path / "call.wav"
     rendered.write(wav)
@@ -128,6 +129,7 @@ async def test_sigkill_mid_call_keeps_every_final_a_viewer_saw(tmp_path: Path) -
             r = await client.get(f"/v1/calls/{CALL_ID}")
             assert r.status_code == 200, r.text
             body = r.json()
+            summary = (await client.get(f"/v1/calls/{CALL_ID}/summary")).json()
             gone = await get_until(client, "/v1/calls/ancient", 404)
         stored = {t["utterance_id"]: t["text"] for t in body["transcript"]}
         statuses = [s["state"] for s in body["statuses"]]
@@ -139,6 +141,8 @@ async def test_sigkill_mid_call_keeps_every_final_a_viewer_saw(tmp_path: Path) -
         stop_server(second)
 
     assert body["call"]["status"] == "interrupted"
+    assert body["call"]["has_summary"] and summary["engine"] == "builtin"
+    assert summary["duration_s"] >= seen[-1]["end_s"] - 0.5
     assert len(seen) >= FINALS_BEFORE_KILL
     for final in seen:
         assert stored.get(final["utterance_id"]) == final["text"], final
