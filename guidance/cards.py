@@ -5,8 +5,11 @@ A card is identified by its ``card_id`` and de-duplicated by a *key* (its kind, 
 that card instead of issuing another. Contracts:
 
 - ``issued`` is the only state that adds a card to the rep's screen; at most
-  ``max_new_cards_per_minute`` cards are issued in any 60 s of audio time. A card that cannot be
-  issued yet waits (most important first) and is dropped once ``max_pending_s`` old.
+  ``max_new_cards_per_minute`` cue cards (what the customer said: objections, signals,
+  questions, competitors, next steps) and ``max_new_alerts_per_minute`` alerts (conversation
+  dynamics) are issued in any 60 s of audio time. The two budgets are separate so an alert
+  about the rep's pace never delays the card for the objection just raised. A card that cannot
+  be issued yet waits (most important first) and is dropped once ``max_pending_s`` old.
 - ``updated`` (same key raised again) is sent at most once per ``update_min_interval_s`` per card;
   raises in between only bump ``times_raised`` and the evidence, shown with the next update.
 - A card issued from a partial transcript is ``provisional``; the utterance's final either
@@ -27,10 +30,15 @@ from typing import ClassVar, Literal
 
 from audio.chunk import Speaker
 from guidance.errors import CardActionError
-from guidance.playbook import DeckSettings
+from guidance.playbook import ALERT_KINDS, DeckSettings
 
 CardState = Literal["issued", "updated", "confirmed", "withdrawn", "dismissed", "used"]
 CardAction = Literal["dismissed", "used"]
+Budget = Literal["card", "alert"]
+
+
+def budget_of(kind: str) -> Budget:
+    return "alert" if kind in ALERT_KINDS else "card"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +99,7 @@ class CardDeck:
         self._settings = settings
         self._slots: dict[str, _Slot] = {}
         self._key_of_id: dict[str, str] = {}
-        self._issued_at_s: deque[float] = deque()
+        self._issued_at_s: dict[Budget, deque[float]] = {"card": deque(), "alert": deque()}
         self._pending: dict[str, Candidate] = {}
         self._provisional: dict[str, str] = {}  # utterance_id -> card_id
         self._next_id = 1
@@ -107,7 +115,7 @@ class CardDeck:
         """Issue ``c`` early from a partial, only if its key is quiet and the rate allows it."""
         if utterance_id in self._provisional or self._quiet_reason(c.key, now_s) is not None:
             return []
-        if self._active(c.key, now_s) is not None or not self._has_budget(now_s):
+        if self._active(c.key, now_s) is not None or not self._has_budget(c, now_s):
             return []
         card = self._issue(c, now_s, provisional=True)
         self._provisional[utterance_id] = card.card_id
@@ -142,9 +150,9 @@ class CardDeck:
         for key, c in list(self._pending.items()):
             if now_s - c.card.audio_end_s > self._settings.max_pending_s:
                 del self._pending[key]
-        while self._pending and self._has_budget(now_s):
-            key = max(self._pending, key=lambda k: self._pending[k].card.priority)
-            out.append(self._issue(self._pending.pop(key), now_s, provisional=False))
+        for key in sorted(self._pending, key=lambda k: -self._pending[k].card.priority):
+            if self._has_budget(self._pending[key], now_s):
+                out.append(self._issue(self._pending.pop(key), now_s, provisional=False))
         return out
 
     def act(self, card_id: str, action: CardAction, now_s: float) -> list[Card]:
@@ -176,7 +184,7 @@ class CardDeck:
                 slot.last_raised_s = now_s
                 return []
             return [self._send(slot, c, "updated", now_s, raised=True)]
-        if self._has_budget(now_s):
+        if self._has_budget(c, now_s):
             return [self._issue(c, now_s, provisional=False)]
         waiting = self._pending.get(c.key)
         if waiting is None or waiting.card.priority <= c.card.priority:
@@ -202,10 +210,17 @@ class CardDeck:
             return None
         return slot
 
-    def _has_budget(self, now_s: float) -> bool:
-        while self._issued_at_s and now_s - self._issued_at_s[0] >= 60.0:
-            self._issued_at_s.popleft()
-        return len(self._issued_at_s) < self._settings.max_new_cards_per_minute
+    def _has_budget(self, c: Candidate, now_s: float) -> bool:
+        budget = budget_of(c.card.kind)
+        issued = self._issued_at_s[budget]
+        while issued and now_s - issued[0] >= 60.0:
+            issued.popleft()
+        limit = (
+            self._settings.max_new_alerts_per_minute
+            if budget == "alert"
+            else self._settings.max_new_cards_per_minute
+        )
+        return len(issued) < limit
 
     def _issue(self, c: Candidate, now_s: float, *, provisional: bool) -> Card:
         card_id = f"card-{self._next_id}"
@@ -218,7 +233,7 @@ class CardDeck:
         )
         self._key_of_id[card_id] = c.key
         self._pending.pop(c.key, None)
-        self._issued_at_s.append(now_s)
+        self._issued_at_s[budget_of(card.kind)].append(now_s)
         return card
 
     def _send(
@@ -236,9 +251,10 @@ class CardDeck:
         card = dataclasses.replace(slot.card, state="withdrawn", provisional=False)
         key = self._key_of_id[card.card_id]
         del self._slots[key]
-        if slot.issued_at_s in self._issued_at_s:
+        issued = self._issued_at_s[budget_of(card.kind)]
+        if slot.issued_at_s in issued:
             # The provisional card's rate-limit slot goes back: the card never really happened.
-            self._issued_at_s.remove(slot.issued_at_s)
+            issued.remove(slot.issued_at_s)
         return card
 
 

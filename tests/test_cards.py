@@ -163,9 +163,28 @@ def test_card_event_is_wire_json() -> None:
     assert wire["state"] == "issued" and wire["provisional"] is False
 
 
-def _candidate(key: str, priority: int, at_s: float) -> Candidate:
-    draft = Card("", "issued", "question", priority, key, "", ("say something",), None, at_s)
+def _candidate(key: str, priority: int, at_s: float, kind: str = "question") -> Candidate:
+    draft = Card("", "issued", kind, priority, key, "", ("say something",), None, at_s)
     return Candidate(key, draft)
+
+
+def test_alerts_and_cue_cards_have_separate_budgets() -> None:
+    """Alerts filling their budget never hold back a card for what the customer just said, and
+    a burst of cards never holds back an alert; each budget is still enforced."""
+    deck = CardDeck(
+        DeckSettings(max_new_cards_per_minute=2, max_new_alerts_per_minute=1, max_pending_s=61)
+    )
+    alerts = deck.offer(
+        [_candidate("fast", 40, 1.0, "fast_speech"), _candidate("mono", 50, 1.0, "monologue")],
+        1.0,
+    )
+    assert [c.title for c in alerts] == ["mono"]  # one alert a minute; "fast" waits
+    objections = deck.offer(
+        [_candidate(k, 90, 2.0, "objection_price") for k in ("a", "b", "c")], 2.0
+    )
+    assert [c.state for c in objections] == ["issued", "issued"]
+    assert deck.tick(30.0) == []  # both budgets spent: the waiting ones wait
+    assert [c.title for c in deck.tick(62.5)] == ["c"]  # "fast" waited 61.5 s: stale, dropped
 
 
 @pytest.mark.parametrize("per_minute", [1, 3, 4])
