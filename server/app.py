@@ -290,7 +290,11 @@ async def _viewer(rt: Runtime, ws: WebSocket, call_id: str) -> None:
         for task in (sender, reader):
             task.cancel()
         for task in (sender, reader):
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+            # A viewer that goes away mid-send (OSError: uvicorn's ClientDisconnected) is
+            # routine, not a server error.
+            with contextlib.suppress(
+                asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError
+            ):
                 await task
         sub.close()
 
