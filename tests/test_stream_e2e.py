@@ -215,6 +215,35 @@ async def test_every_rest_route_checks_the_token_and_stats_count_asr_work(
     assert after["live_calls"] == 0
 
 
+async def test_bad_prior_and_unknown_card_action_leave_the_call_going(
+    server: ServerProcess, call: tuple[Path, RenderedCall]
+) -> None:
+    """A prior with wrong types degrades the call (status says why) and a card action for an
+    unknown card is rejected to its sender only; the call is transcribed to its end anyway."""
+    opts = SimOptions(
+        server=server.ws, token=server.token, speed=1.0, prior={"company_size": "huge"}
+    )
+    sim = asyncio.create_task(simulate(call[0], opts))
+    url = f"{server.ws}/v1/calls/{opts.call_id}/events?token={server.token}"
+    rejection: dict[str, Any] = {}
+    async with websockets.connect(url) as ws:
+        async for raw in ws:
+            event = json.loads(raw)
+            if event["type"] == "transcript" and not rejection:
+                await ws.send(
+                    json.dumps({"type": "card_action", "card_id": "card-999", "action": "used"})
+                )
+            elif event["type"] not in ("transcript", "insight", "card", "score", "status"):
+                rejection = event
+                break
+    result = await sim
+    assert "card-999" in json.dumps(rejection), rejection
+    degraded = [e for e in result.events if e["type"] == "status" and e["state"] == "degraded"]
+    assert degraded and "company_size" in degraded[0]["detail"]
+    assert not any("card-999" in json.dumps(e) for e in result.events)
+    check_both_sides(result.events)
+
+
 async def test_socket_closed_mid_utterance_keeps_finals_and_other_calls_go_on(
     server: ServerProcess, call: tuple[Path, RenderedCall]
 ) -> None:
