@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import logging
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -208,9 +208,11 @@ async def transcribe(
     events: AsyncIterable[SpeechEvent],
     scheduler: AsrScheduler,
     options: AsrOptions,
+    on_silent: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Transcript]:
     """Speech events of one call (any speakers) -> transcripts. Per utterance: partials, then
-    exactly one final if it holds speech; nothing for silence. Finals keep utterance order."""
+    exactly one final if it holds speech; nothing for silence, but ``on_silent(utterance_id)``
+    then says the ended utterance is settled without text. Finals keep utterance order."""
     out: asyncio.Queue[Transcript | None] = asyncio.Queue()
     state: dict[str, _Utterance] = {}
     pending: set[asyncio.Task[None]] = set()
@@ -250,7 +252,9 @@ async def transcribe(
                             FINAL, event.utterance_id, event.samples, True
                         ).future
                     prev = last_final.get(event.speaker)
-                    last_final[event.speaker] = spawn(_final(event, fut, prev, options, out))
+                    last_final[event.speaker] = spawn(
+                        _final(event, fut, prev, options, out, on_silent)
+                    )
                 elif isinstance(event, UtteranceDropped):
                     u2 = state.pop(event.utterance_id, None)
                     if u2 is not None:
@@ -311,6 +315,7 @@ async def _final(
     previous: asyncio.Task[None] | None,
     options: AsrOptions,
     out: asyncio.Queue[Transcript | None],
+    on_silent: Callable[[str], None] | None,
 ) -> None:
     try:
         rec = await fut
@@ -321,6 +326,8 @@ async def _final(
         await asyncio.shield(previous)
     ok = accept(rec, options) if rec is not None else None
     if ok is None:
+        if on_silent is not None:
+            on_silent(event.utterance_id)
         return
     out.put_nowait(final_transcript(event, ok))
 

@@ -24,7 +24,13 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from audio.chunk import AudioChunk, Speaker, samples_to_s
 from audio.prosody import ProsodyTracker
-from audio.segmenter import SegmenterOptions, SpeechEvent, segment
+from audio.segmenter import (
+    SegmenterOptions,
+    SpeechEvent,
+    SpeechStarted,
+    UtteranceDropped,
+    segment,
+)
 from audio.vad import DetectorFactory
 from guidance.coach import CardActionRejected, Coach
 from guidance.playbook import Playbook
@@ -100,6 +106,10 @@ class CallSession:
         self._task: asyncio.Task[None] | None = None
         self._audio_end_sample = 0
         self._ticked_s = 0.0
+        # Utterances heard but not yet transcribed (start audio time): the coach's clock stops
+        # at the oldest, so a silence or unanswered-question alert never fires while the words
+        # that would cancel it are still in the recognizer (issue 4: alerts under ASR lag).
+        self._unsettled: dict[str, float] = {}
         self._prosody = ProsodyTracker()
         self._call_date = call_date_of(meta.started_at)  # what "by Friday" counts from
         self._coach: Coach | None = None
@@ -131,7 +141,12 @@ class CallSession:
             self._audio_end_sample = max(self._audio_end_sample, chunk.end_sample)
         if self._coach is not None and self.audio_s - self._ticked_s >= self.engines.tick_every_s:
             self._ticked_s = self.audio_s
-            await self._coached(self._coach.tick(self.audio_s))
+            await self._coached(self._coach.tick(self.transcribed_through_s))
+
+    @property
+    def transcribed_through_s(self) -> float:
+        """Audio time before which every utterance has its final (or was silence)."""
+        return min([self.audio_s, *self._unsettled.values()])
 
     async def finish(self, state: StatusState = "ended", detail: str = "call ended") -> None:
         """Close the audio, let every utterance in flight reach its final, then end the call."""
@@ -193,7 +208,7 @@ class CallSession:
 
             tg.create_task(close_when_done())
             async for transcript in transcribe(
-                _drain(speech), self.engines.scheduler, self.engines.asr
+                _drain(speech), self.engines.scheduler, self.engines.asr, self._settled
             ):
                 await self._on_transcript(transcript)
 
@@ -205,15 +220,23 @@ class CallSession:
     ) -> None:
         detector = self.engines.detectors()
         async for event in segment(_drain(queue), detector, self.engines.segmenter, speaker):
+            if isinstance(event, SpeechStarted):
+                self._unsettled[event.utterance_id] = samples_to_s(event.start_sample)
+            elif isinstance(event, UtteranceDropped):
+                self._settled(event.utterance_id)
             out.put_nowait(event)
+
+    def _settled(self, utterance_id: str) -> None:
+        self._unsettled.pop(utterance_id, None)
 
     async def _on_transcript(self, raw: Transcript) -> None:
         transcript = self.engines.redactor.transcript(raw)
         await self._emit(transcript, durable=transcript.is_final)
-        if transcript.is_final:
-            self.finals += 1
         assert self._coach is not None
         await self._coached(self._coach.observe_transcript(transcript))
+        if transcript.is_final:
+            self.finals += 1
+            self._settled(transcript.utterance_id)
         if transcript.is_final or transcript.speaker == "customer":
             try:
                 insight = await asyncio.get_running_loop().run_in_executor(

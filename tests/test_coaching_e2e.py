@@ -276,3 +276,33 @@ def test_simulate_json_prints_cards_with_audio_end_and_received_times(
         assert call.utterances[1].start_s < c["audio_end_s"] <= price_end_s + 0.6
         assert c["received_s"] >= c["audio_end_s"], c  # causal: after the words were spoken
         assert c["latency_s"] == pytest.approx(c["received_s"] - c["audio_end_s"], abs=1e-3)
+
+
+# The customer speaks every ~40 s: never 45 s of silence. Replayed as fast as the socket takes
+# it, the audio runs far ahead of the recognizer; the coach's clock must wait for the words.
+PAUSED_CALL = (
+    rep("Thanks for taking my call today, I will share my screen now."),
+    Turn("customer", "Sure, go ahead, we can see it."),
+    Turn("customer", "Yes, that part looks clear to us.", gap_s=40.0),
+    Turn("customer", "Okay, and what happens after that step?", gap_s=40.0),
+    Turn("rep", "After that, the report goes to your manager.", gap_s=1.0, rate_wpm=140),
+)
+
+
+async def test_no_silence_alert_while_the_customer_words_are_still_in_the_recognizer(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """Alerts that time alone raises (customer silence) follow the transcribed audio, not the
+    received audio: a replay far faster than real time gets no silence alert."""
+    rendered = render(PAUSED_CALL)
+    path = tmp_path / "paused.wav"
+    rendered.write(path)
+    result = await simulate(path, SimOptions(server=server.ws, token=server.token, speed=0))
+    customer_finals = [
+        e
+        for e in result.events
+        if e["type"] == "transcript" and e["is_final"] and e["speaker"] == "customer"
+    ]
+    assert len(customer_finals) >= 3  # the words were there to be waited for
+    kinds = [e["kind"] for e in result.events if e["type"] == "card"]
+    assert "customer_silence" not in kinds, kinds
