@@ -56,7 +56,7 @@ async def mark_interrupted(store: CallStore, engines: Engines) -> list[str]:
         status = Status("interrupted", "the server stopped during the call", audio_s)
         await store.append(call_id, to_wire(status))
         try:
-            await hand_off_call(store, engines.summarizer, engines.webhooks, call_id)
+            await hand_off_call(store, engines.summarizer, engines.webhooks, call_id, "interrupted")
         except Exception:  # the summary stays available on demand from the REST API
             log.exception("could not hand off interrupted call %s", call_id)
     if interrupted:

@@ -42,7 +42,7 @@ from nlp.insight import Insight
 from nlp.redaction import Redactor
 from nlp.transcript import Transcript
 from server.bus import Bus
-from server.store import CallMeta, CallStore
+from server.store import CallMeta, CallStatus, CallStore
 from server.webhooks import WebhookSender, call_date_of, hand_off_call
 from server.wire import to_wire
 
@@ -156,7 +156,7 @@ class CallSession:
             await self._task
         if self._coach is not None:
             await self._coached(self._coach.tick(self.audio_s))
-        await self._summarize()
+        await self._summarize("ended" if state == "ended" else "interrupted")
         await self._emit(Status(state, detail, self.audio_s), durable=True)
         await self._store.close_call(self.call_id, "ended" if state == "ended" else "interrupted")
         self._bus.end(self.call_id)
@@ -174,12 +174,16 @@ class CallSession:
                 await self._coached([event])
         return replies
 
-    async def _summarize(self) -> None:
+    async def _summarize(self, call_status: CallStatus) -> None:
         """The call's summary from what was stored, stored with the call, handed to the
         webhooks, then shown; a failure degrades, never loses the call."""
         try:
             summary = await hand_off_call(
-                self._store, self.engines.summarizer, self.engines.webhooks, self.call_id
+                self._store,
+                self.engines.summarizer,
+                self.engines.webhooks,
+                self.call_id,
+                call_status,
             )
             await self._emit(summary, durable=True)
         except Exception:

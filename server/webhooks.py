@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 
 from guidance.summary import Summarizer, Summary
-from server.store import CallStore, DeliveryAttempt, DeliveryOutcome, StoreError
+from server.store import CallStatus, CallStore, DeliveryAttempt, DeliveryOutcome, StoreError
 from server.wire import to_wire
 
 log = logging.getLogger("cuecard.webhooks")
@@ -102,6 +102,7 @@ class _Job:
     call_id: str
     delivery_id: str
     summary: Mapping[str, Any]
+    call_status: CallStatus
 
 
 class WebhookSender:
@@ -132,12 +133,14 @@ class WebhookSender:
         if self._worker is None:
             self._worker = asyncio.create_task(self._run(), name="webhook-sender")
 
-    def enqueue(self, call_id: str, summary: Mapping[str, Any]) -> bool:
+    def enqueue(
+        self, call_id: str, summary: Mapping[str, Any], call_status: CallStatus = "ended"
+    ) -> bool:
         """Queue the summary for every URL; False (and logged) if the queue is full."""
         if not self.opts.urls:
             return True
         try:
-            self._queue.put_nowait(_Job(call_id, uuid.uuid4().hex, summary))
+            self._queue.put_nowait(_Job(call_id, uuid.uuid4().hex, summary, call_status))
         except asyncio.QueueFull:
             self.dropped += 1
             log.error(
@@ -186,6 +189,7 @@ class WebhookSender:
                     "event": EVENT_NAME,
                     "delivery_id": job.delivery_id,
                     "call_id": job.call_id,
+                    "call_status": job.call_status,
                     "attempt": attempt,
                     "sent_at": sent_at,
                     "summary": job.summary,
@@ -252,8 +256,10 @@ async def hand_off_call(
     summarizer: Summarizer,
     sender: WebhookSender | None,
     call_id: str,
+    call_status: CallStatus = "ended",
 ) -> Summary:
-    """At call end: summarize the stored events, store the summary, enqueue the webhooks.
+    """At call end: summarize the stored events, store the summary, enqueue the webhooks
+    (``call_status``: ``ended``, or ``interrupted`` when the call was cut off).
     Returns the summary to send as the ``summary`` event on the call's socket. Raises
     ``CallNotFound`` for an unknown call; a storage failure propagates (nothing is sent that
     was not stored)."""
@@ -263,5 +269,5 @@ async def hand_off_call(
     wire = to_wire(summary)
     await store.put_summary(call_id, wire)
     if sender is not None:
-        sender.enqueue(call_id, wire)
+        sender.enqueue(call_id, wire, call_status)
     return summary

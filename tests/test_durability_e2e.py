@@ -21,6 +21,7 @@ from clients.callgen import Turn, render
 from server.sqlite_store import SqliteCallStore
 from server.store import CallMeta
 from tests.conftest import ServerProcess, start_server, stop_server
+from tests.test_webhooks import Receiver
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -104,7 +105,8 @@ async def get_until(client: httpx.AsyncClient, path: str, status: int) -> httpx.
 
 async def test_sigkill_mid_call_keeps_every_final_a_viewer_saw(tmp_path: Path) -> None:
     """SIGKILL mid-call, restart: the call is interrupted, holds every final the viewer saw and
-    is handed off with a summary of what was stored; the restarted server purges calls older
+    is handed off (stored summary of what was stored, webhook saying "interrupted"); the
+    restarted server purges calls older
     than CUECARD_RETENTION_DAYS."""
     rendered = render(SCRIPT)
     wav = tmp_path / "call.wav"
@@ -122,7 +124,14 @@ async def test_sigkill_mid_call_keeps_every_final_a_viewer_saw(tmp_path: Path) -
     assert first.proc.returncode == -signal.SIGKILL
 
     await seed_old_call(data_dir)
-    second = start_server(data_dir, CUECARD_RETENTION_DAYS="30")
+    crm = Receiver([])
+    crm.__enter__()
+    second = start_server(
+        data_dir,
+        CUECARD_RETENTION_DAYS="30",
+        CUECARD_WEBHOOK_URLS=crm.url,
+        CUECARD_WEBHOOK_SECRET="s3cret",
+    )
     try:
         headers = {"Authorization": f"Bearer {second.token}"}
         async with httpx.AsyncClient(base_url=second.http, headers=headers) as client:
@@ -137,10 +146,19 @@ async def test_sigkill_mid_call_keeps_every_final_a_viewer_saw(tmp_path: Path) -
             f"{second.ws}/v1/calls/{CALL_ID}/events?token={second.token}&wait_s=0"
         ) as ws:
             replay = [json.loads(m) async for m in ws]
+        for _ in range(100):  # the hand-off is delivered in the background
+            if crm.requests:
+                break
+            await asyncio.sleep(0.1)
     finally:
         stop_server(second)
+        crm.__exit__()
 
     assert body["call"]["status"] == "interrupted"
+    [(_, hook)] = crm.requests
+    delivered = json.loads(hook)
+    assert (delivered["call_id"], delivered["call_status"]) == (CALL_ID, "interrupted")
+    assert {k: v for k, v in delivered["summary"].items() if k != "type"} == summary
     assert body["call"]["has_summary"] and summary["engine"] == "builtin"
     assert summary["duration_s"] >= seen[-1]["end_s"] - 0.5
     assert len(seen) >= FINALS_BEFORE_KILL

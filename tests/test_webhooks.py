@@ -114,7 +114,7 @@ async def test_fails_twice_then_accepts(store: SqliteCallStore) -> None:
         assert headers[SIGNATURE_HEADER] == sign(SECRET, body)
         assert verify(SECRET, body, headers[SIGNATURE_HEADER], now=NOW + 10)
         payload = json.loads(body)
-        assert payload["attempt"] == i
+        assert payload["attempt"] == i and payload["call_status"] == "ended"
         assert payload["summary"] == {"call_id": "c1", "outcome": "advanced"}
         assert float(headers[TIMESTAMP_HEADER]) == payload["sent_at"] == NOW
     assert len({json.loads(b)["delivery_id"] for _, b in rx.requests}) == 1
