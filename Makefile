@@ -3,10 +3,11 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SYSTEM_TOOLS := espeak-ng sox redis-server
+DEMO_TOOLS := espeak-ng
+TEST_TOOLS := espeak-ng sox redis-server chromium  # chromium: the rep's page test
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo serve test lint system-deps bench
+.PHONY: demo serve test lint system-deps demo-deps bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -16,15 +17,23 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-system-deps:
-	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+# apt-get install whichever of the listed commands is missing (package name = command name).
+define install_missing
+	@missing=""; for t in $(1); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(SYSTEM_TOOLS) >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
 
-demo: $(VENV)/.installed system-deps
+system-deps:
+	$(call install_missing,$(TEST_TOOLS))
+
+demo-deps:
+	$(call install_missing,$(DEMO_TOOLS))
+
+demo: $(VENV)/.installed demo-deps
 	$(BIN)/cuecard serve --demo
 
 serve: $(VENV)/.installed

@@ -108,7 +108,8 @@ async def _serve(rt: Runtime, settings: Settings, demo: bool) -> int:
     base = f"http://{settings.host}:{port}"
     token = settings.resolved_token()
     print(f"Cuecard is listening on {base}  (data: {settings.data_dir})", flush=True)
-    print(f"  rep's page:  {base}/#token={token}", flush=True)
+    page = f"{base}/#token={token}" + ("&call=demo" if demo else "")
+    print(f"  rep's page:  {page}", flush=True)
     print(
         f"  simulate:    cuecard simulate FILE.wav --server ws://{settings.host}:{port}", flush=True
     )
