@@ -156,9 +156,10 @@ class CallSession:
             await self._task
         if self._coach is not None:
             await self._coached(self._coach.tick(self.audio_s))
-        await self._summarize("ended" if state == "ended" else "interrupted")
+        call_status: CallStatus = "ended" if state == "ended" else "interrupted"
+        await self._summarize(call_status)
         await self._emit(Status(state, detail, self.audio_s), durable=True)
-        await self._store.close_call(self.call_id, "ended" if state == "ended" else "interrupted")
+        await self._store.close_call(self.call_id, call_status)
         self._bus.end(self.call_id)
 
     async def act(self, message: dict[str, Any]) -> list[dict[str, Any]]:
