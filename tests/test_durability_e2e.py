@@ -21,15 +21,13 @@ from clients.callgen import Turn, render
 from server.sqlite_store import SqliteCallStore
 from server.store import CallMeta
 from tests.conftest import ServerProcess, start_server, stop_server
+from tests.test_stream_e2e import SCRIPT as STREAM_SCRIPT
 from tests.test_webhooks import Receiver
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
-SCRIPT = (
-    Turn("rep", "Good morning, thanks for joining the call today."),
-    Turn("customer", "Thanks. We want to improve how our support team handles tickets."),
-    Turn("rep", "How many people are on the support team right now?"),
-    Turn("customer", "There are about twelve people on the team."),
+SCRIPT = (  # the stream test's opening, then enough more to be killed in the middle of
+    *STREAM_SCRIPT,
     Turn("rep", "And which tool do you use for tickets at the moment?"),
     Turn("customer", "We use a shared inbox, and it gets messy every Monday."),
     Turn("rep", "I see. Most teams like yours save a few hours every week with us."),
@@ -124,35 +122,33 @@ async def test_sigkill_mid_call_keeps_every_final_a_viewer_saw(tmp_path: Path) -
     assert first.proc.returncode == -signal.SIGKILL
 
     await seed_old_call(data_dir)
-    crm = Receiver([])
-    crm.__enter__()
-    second = start_server(
-        data_dir,
-        CUECARD_RETENTION_DAYS="30",
-        CUECARD_WEBHOOK_URLS=crm.url,
-        CUECARD_WEBHOOK_SECRET="s3cret",
-    )
-    try:
-        headers = {"Authorization": f"Bearer {second.token}"}
-        async with httpx.AsyncClient(base_url=second.http, headers=headers) as client:
-            r = await client.get(f"/v1/calls/{CALL_ID}")
-            assert r.status_code == 200, r.text
-            body = r.json()
-            summary = (await client.get(f"/v1/calls/{CALL_ID}/summary")).json()
-            gone = await get_until(client, "/v1/calls/ancient", 404)
-        stored = {t["utterance_id"]: t["text"] for t in body["transcript"]}
-        statuses = [s["state"] for s in body["statuses"]]
-        async with websockets.connect(
-            f"{second.ws}/v1/calls/{CALL_ID}/events?token={second.token}&wait_s=0"
-        ) as ws:
-            replay = [json.loads(m) async for m in ws]
-        for _ in range(100):  # the hand-off is delivered in the background
-            if crm.requests:
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        stop_server(second)
-        crm.__exit__()
+    with Receiver([]) as crm:
+        second = start_server(
+            data_dir,
+            CUECARD_RETENTION_DAYS="30",
+            CUECARD_WEBHOOK_URLS=crm.url,
+            CUECARD_WEBHOOK_SECRET="s3cret",
+        )
+        try:
+            headers = {"Authorization": f"Bearer {second.token}"}
+            async with httpx.AsyncClient(base_url=second.http, headers=headers) as client:
+                r = await client.get(f"/v1/calls/{CALL_ID}")
+                assert r.status_code == 200, r.text
+                body = r.json()
+                summary = (await client.get(f"/v1/calls/{CALL_ID}/summary")).json()
+                gone = await get_until(client, "/v1/calls/ancient", 404)
+            stored = {t["utterance_id"]: t["text"] for t in body["transcript"]}
+            statuses = [s["state"] for s in body["statuses"]]
+            async with websockets.connect(
+                f"{second.ws}/v1/calls/{CALL_ID}/events?token={second.token}&wait_s=0"
+            ) as ws:
+                replay = [json.loads(m) async for m in ws]
+            for _ in range(100):  # the hand-off is delivered in the background
+                if crm.requests:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            stop_server(second)
 
     assert body["call"]["status"] == "interrupted"
     [(_, hook)] = crm.requests
