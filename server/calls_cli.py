@@ -1,8 +1,8 @@
 """``cuecard calls`` and ``cuecard summary CALL_ID``: read the call store directly.
 
-They open the same store the server uses (SQLite in ``--data-dir``, default
-``$CUECARD_DATA_DIR`` or ``~/.local/share/cuecard``; or Redis with ``--redis-url`` /
-``$CUECARD_REDIS_URL``), so they work whether or not the server is running (SQLite in WAL mode
+They open the same store the server uses, from the same variables (SQLite in ``--data-dir``,
+default ``$CUECARD_DATA_DIR`` or the server's default data directory; or Redis with
+``--redis-url``, default ``$CUECARD_STORE`` when that is a redis:// URL), so they work whether or not the server is running (SQLite in WAL mode
 lets them read while the server writes). Exit status: 0 on success, 2 for an unknown call id
 or a live call without a summary, 1 when the store cannot be opened.
 """
@@ -22,10 +22,9 @@ from typing import Any, TextIO
 
 from guidance.summary import BuiltinSummarizer, render_markdown
 from server.api import SummaryNotReady, summary_of
+from server.settings import default_data_dir
 from server.store import CALL_STATUSES, CallFilter, CallNotFound, CallStore, StoreError
 from server.wire import to_wire
-
-DEFAULT_DATA_DIR = "~/.local/share/cuecard"
 
 
 def register(subparsers: Any) -> None:
@@ -53,13 +52,14 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(os.environ.get("CUECARD_DATA_DIR", DEFAULT_DATA_DIR)).expanduser(),
+        default=Path(os.environ.get("CUECARD_DATA_DIR") or default_data_dir()).expanduser(),
         help="directory of calls.sqlite3 (default: $CUECARD_DATA_DIR or %(default)s)",
     )
+    store = os.environ.get("CUECARD_STORE", "")
     p.add_argument(
         "--redis-url",
-        default=os.environ.get("CUECARD_REDIS_URL"),
-        help="read from Redis instead of SQLite (default: $CUECARD_REDIS_URL)",
+        default=store if store.startswith(("redis://", "rediss://")) else None,
+        help="read from Redis instead of SQLite (default: $CUECARD_STORE when it is redis://…)",
     )
 
 

@@ -5,12 +5,14 @@ the embedded ones: SQLite in the data directory, in-process bus, bundled tiny.en
 
 Every value is checked here, at start-up, before any model loads: a malformed one raises
 ``SettingsError`` whose one-line message names the variable and says what it must be
-(``cuecard serve`` prints it and exits with status 2).
+(``cuecard serve`` prints it and exits with status 2). So does a ``CUECARD_*`` variable that is
+no setting (a misspelling such as ``CUECARD_WEBHOOK_URL`` would otherwise be silently ignored).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import secrets
@@ -111,6 +113,7 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from ``CUECARD_*`` variables; ``overrides`` (e.g. CLI flags) win."""
         env = dict(os.environ if env is None else env)
+        _reject_unknown(env, {f"CUECARD_{f.name.upper()}" for f in dataclasses.fields(cls)})
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             raw = env.get(f"CUECARD_{f.name.upper()}")
@@ -136,6 +139,22 @@ class Settings:
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
         return token
+
+
+# CUECARD_* variables read outside Settings: the model cache (models/registry.py).
+OTHER_VARIABLES = frozenset({"CUECARD_CACHE_DIR"})
+
+
+def _reject_unknown(env: dict[str, str], known: set[str]) -> None:
+    known = known | OTHER_VARIABLES
+    for var in sorted(v for v in env if v.startswith("CUECARD_") and v not in known):
+        close = difflib.get_close_matches(var, sorted(known), n=1)
+        hint = (
+            f"did you mean {close[0]}?"
+            if close
+            else "the settings are listed in server/settings.py"
+        )
+        raise SettingsError(f"{var} is not a Cuecard setting ({hint})")
 
 
 def _is_url(text: str, schemes: tuple[str, ...]) -> bool:

@@ -258,6 +258,19 @@ def test_cli_arguments() -> None:
         _cli("calls", "--since", "yesterday-ish")
 
 
+def test_cli_reads_the_servers_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without flags the CLI opens the store the server was configured with."""
+    monkeypatch.delenv("CUECARD_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", "/srv/xdg")
+    monkeypatch.setenv("CUECARD_STORE", "redis://10.0.0.5:6379/2")
+    a = _cli("calls")
+    assert (a.data_dir, a.redis_url) == (Path("/srv/xdg/cuecard"), "redis://10.0.0.5:6379/2")
+    monkeypatch.setenv("CUECARD_STORE", "sqlite")
+    monkeypatch.setenv("CUECARD_DATA_DIR", "/srv/calls")
+    a = _cli("summary", "c1")
+    assert (a.data_dir, a.redis_url) == (Path("/srv/calls"), None)
+
+
 # -- corrupt configuration and unknown call ids on a real server ----------------------------
 
 
@@ -282,6 +295,9 @@ def test_cli_arguments() -> None:
         ({"CUECARD_IDLE_TIMEOUT_S": "0"}, "CUECARD_IDLE_TIMEOUT_S must be > 0"),
         ({"CUECARD_STORE": "mysql://db"}, "CUECARD_STORE must be sqlite or a redis"),
         ({"CUECARD_PUBLIC_URL": "example.com"}, "CUECARD_PUBLIC_URL="),
+        ({"CUECARD_WEBHOOK_URL": "https://crm.example/hook"},
+         "CUECARD_WEBHOOK_URL is not a Cuecard setting (did you mean CUECARD_WEBHOOK_URLS?)"),
+        ({"CUECARD_FROBNICATE": "1"}, "CUECARD_FROBNICATE is not a Cuecard setting"),
     ],
 )  # fmt: skip
 def test_malformed_setting_names_the_variable(env: dict[str, str], message: str) -> None:
@@ -301,6 +317,7 @@ def test_good_settings_parse() -> None:
     assert s.port == 9000 and s.retention_s == 43_200.0
     assert s.webhook_urls == ("https://crm.example/hook", "http://127.0.0.1:9/x")
     assert Settings.from_env({}).retention_s is None
+    assert Settings.from_env({"CUECARD_CACHE_DIR": "/tmp/models"}) == Settings()  # models' own
 
 
 def test_invalid_playbook_file_names_the_variable(tmp_path: Path) -> None:
