@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -125,47 +126,63 @@ def _valid_call_id(call_id: str) -> bool:
     return 0 < len(call_id) <= CALL_ID_MAX and all(c.isalnum() or c in "-_." for c in call_id)
 
 
-async def _native(rt: Runtime, ws: WebSocket, call_id: str) -> None:
+@dataclass(slots=True)
+class _AudioCall:
+    """What an audio socket has opened so far, so that one error path can end it."""
+
+    label: str
     session: CallSession | None = None
+
+
+async def _serve_audio(rt: Runtime, ws: WebSocket, call: _AudioCall, run: Awaitable[None]) -> None:
+    """Run an audio socket's loop; a protocol error or a crash ends its call as interrupted
+    (stored, summarized, handed off) and a protocol error closes the socket with its code."""
     try:
-        if not _valid_call_id(call_id):
-            raise ProtocolError(POLICY_VIOLATION, "call id must be 1-128 of [A-Za-z0-9._-]")
-        try:
-            first = await asyncio.wait_for(ws.receive(), START_TIMEOUT_S)
-        except TimeoutError:
-            raise ProtocolError(POLICY_VIOLATION, "no start message within 10 s") from None
-        if first["type"] == "websocket.disconnect":
-            return
-        start = parse_native_start(first.get("text", first.get("bytes")))
-        decoder = native_decoder(start, rt.settings.max_frame_bytes)
-        meta = CallMeta(call_id, "native", start.rep_id, rt.clock.now(), dict(start.prior))
-        session = await _open_session(rt, meta, decoder.format.speakers)
-        await ws.send_json({"type": "started", "call_id": call_id})
-        while True:
-            msg = await _receive(ws, rt.settings.idle_timeout_s)
-            if msg is None or msg["type"] == "websocket.disconnect":
-                await _close_session(rt, session, "ended", "audio socket closed")
-                return
-            if msg.get("bytes") is not None:
-                await session.feed(decode_native_frame(decoder, msg["bytes"]))
-            elif _is_stop(msg.get("text")):
-                await session.feed(decoder.flush())
-                await _close_session(rt, session, "ended", "stop message")
-                await ws.close(1000, "call ended")
-                return
-            else:
-                raise ProtocolError(
-                    INVALID_PAYLOAD, 'text frames after start must be {"type":"stop"}'
-                )
+        await run
     except ProtocolError as err:
-        log.warning("call %s: closing audio socket: %s", call_id, err.reason)
-        if session is not None:
-            await _close_session(rt, session, "interrupted", err.reason)
+        log.warning("%s: closing audio socket: %s", call.label, err.reason)
+        if call.session is not None:
+            await _close_session(rt, call.session, "interrupted", err.reason)
         await _safe_close(ws, err.code, err.reason)
     except BaseException:
-        if session is not None:
-            await _close_session(rt, session, "interrupted", "server error")
+        if call.session is not None:
+            await _close_session(rt, call.session, "interrupted", "server error")
         raise
+
+
+async def _native(rt: Runtime, ws: WebSocket, call_id: str) -> None:
+    call = _AudioCall(f"call {call_id}")
+    await _serve_audio(rt, ws, call, _native_loop(rt, ws, call_id, call))
+
+
+async def _native_loop(rt: Runtime, ws: WebSocket, call_id: str, call: _AudioCall) -> None:
+    if not _valid_call_id(call_id):
+        raise ProtocolError(POLICY_VIOLATION, "call id must be 1-128 of [A-Za-z0-9._-]")
+    try:
+        first = await asyncio.wait_for(ws.receive(), START_TIMEOUT_S)
+    except TimeoutError:
+        raise ProtocolError(POLICY_VIOLATION, "no start message within 10 s") from None
+    if first["type"] == "websocket.disconnect":
+        return
+    start = parse_native_start(first.get("text", first.get("bytes")))
+    decoder = native_decoder(start, rt.settings.max_frame_bytes)
+    meta = CallMeta(call_id, "native", start.rep_id, rt.clock.now(), dict(start.prior))
+    session = call.session = await _open_session(rt, meta, decoder.format.speakers)
+    await ws.send_json({"type": "started", "call_id": call_id})
+    while True:
+        msg = await _receive(ws, rt.settings.idle_timeout_s)
+        if msg is None or msg["type"] == "websocket.disconnect":
+            await _close_session(rt, session, "ended", "audio socket closed")
+            return
+        if msg.get("bytes") is not None:
+            await session.feed(decode_native_frame(decoder, msg["bytes"]))
+        elif _is_stop(msg.get("text")):
+            await session.feed(decoder.flush())
+            await _close_session(rt, session, "ended", "stop message")
+            await ws.close(1000, "call ended")
+            return
+        else:
+            raise ProtocolError(INVALID_PAYLOAD, 'text frames after start must be {"type":"stop"}')
 
 
 async def _twilio(rt: Runtime, ws: WebSocket) -> None:
@@ -178,48 +195,41 @@ async def _twilio(rt: Runtime, ws: WebSocket) -> None:
             log.warning("twilio stream rejected: bad X-Twilio-Signature")
             await ws.close(POLICY_VIOLATION, "bad X-Twilio-Signature")
             return
+    call = _AudioCall("twilio stream")
+    await _serve_audio(rt, ws, call, _twilio_loop(rt, ws, call))
+
+
+async def _twilio_loop(rt: Runtime, ws: WebSocket, call: _AudioCall) -> None:
     stream = TwilioStream()
-    session: CallSession | None = None
-    try:
-        while True:
-            msg = await _receive(ws, rt.settings.idle_timeout_s)
-            if msg is None or msg["type"] == "websocket.disconnect":
-                if session is not None:
-                    await session.feed(stream.flush())
-                    await _close_session(rt, session, "ended", "twilio socket closed")
-                return
-            text = msg.get("text")
-            if text is None:
-                raise ProtocolError(INVALID_PAYLOAD, "twilio sends JSON text frames only")
-            event = stream.feed(text)
-            if isinstance(event, TwilioStarted):
-                if not rt.settings.twilio_auth_token and not rt.auth.check(
-                    event.custom.get("token")
-                ):
-                    raise ProtocolError(POLICY_VIOLATION, "missing or wrong token parameter")
-                call_id = event.custom.get("call_id") or event.call_sid
-                if not _valid_call_id(call_id):
-                    raise ProtocolError(POLICY_VIOLATION, "callSid/call_id is not a valid call id")
-                meta = CallMeta(call_id, "twilio", event.custom.get("rep_id"), rt.clock.now())
-                session = await _open_session(rt, meta, event.speakers)
-            elif isinstance(event, TwilioStopped):
-                if session is not None:
-                    await session.feed(stream.flush())
-                    await _close_session(rt, session, "ended", event.reason)
-                    session = None
-                await ws.close(1000, "stream stopped")
-                return
-            elif event is not None and session is not None:
-                await session.feed(event)
-    except ProtocolError as err:
-        log.warning("twilio stream: closing: %s", err.reason)
-        if session is not None:
-            await _close_session(rt, session, "interrupted", err.reason)
-        await _safe_close(ws, err.code, err.reason)
-    except BaseException:
-        if session is not None:
-            await _close_session(rt, session, "interrupted", "server error")
-        raise
+    while True:
+        session = call.session
+        msg = await _receive(ws, rt.settings.idle_timeout_s)
+        if msg is None or msg["type"] == "websocket.disconnect":
+            if session is not None:
+                await session.feed(stream.flush())
+                await _close_session(rt, session, "ended", "twilio socket closed")
+            return
+        text = msg.get("text")
+        if text is None:
+            raise ProtocolError(INVALID_PAYLOAD, "twilio sends JSON text frames only")
+        event = stream.feed(text)
+        if isinstance(event, TwilioStarted):
+            if not rt.settings.twilio_auth_token and not rt.auth.check(event.custom.get("token")):
+                raise ProtocolError(POLICY_VIOLATION, "missing or wrong token parameter")
+            call_id = event.custom.get("call_id") or event.call_sid
+            if not _valid_call_id(call_id):
+                raise ProtocolError(POLICY_VIOLATION, "callSid/call_id is not a valid call id")
+            meta = CallMeta(call_id, "twilio", event.custom.get("rep_id"), rt.clock.now())
+            call.session = await _open_session(rt, meta, event.speakers)
+        elif isinstance(event, TwilioStopped):
+            if session is not None:
+                await session.feed(stream.flush())
+                await _close_session(rt, session, "ended", event.reason)
+                call.session = None
+            await ws.close(1000, "stream stopped")
+            return
+        elif event is not None and session is not None:
+            await session.feed(event)
 
 
 async def _open_session(rt: Runtime, meta: CallMeta, speakers: tuple[Any, ...]) -> CallSession:
