@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 import uuid
@@ -75,23 +76,30 @@ async def simulate(path: Path, options: SimOptions, on_event: OnEvent | None = N
     async with websockets.connect(events_url, max_size=None) as events_ws:
 
         async def listen() -> None:
-            async for raw in events_ws:
-                event = json.loads(raw)
-                event["received_s"] = round(time.monotonic() - t0[0], 4) if t0 else 0.0
-                _stamp_latency(event, options.speed)
-                result.events.append(event)
-                if on_event is not None:
-                    on_event(event)
+            # A close that is not 1000 (e.g. 1012 when the server shuts down) ends the
+            # listening too: its code and reason are in the result.
+            with contextlib.suppress(websockets.ConnectionClosedError):
+                async for raw in events_ws:
+                    event = json.loads(raw)
+                    event["received_s"] = round(time.monotonic() - t0[0], 4) if t0 else 0.0
+                    _stamp_latency(event, options.speed)
+                    result.events.append(event)
+                    if on_event is not None:
+                        on_event(event)
 
         listener = asyncio.create_task(listen())
-        if options.twilio:
-            await _send_twilio(audio, rate, options, t0)
-        else:
-            await _send_native(audio, rate, options, t0)
         try:
+            if options.twilio:
+                await _send_twilio(audio, rate, options, t0)
+            else:
+                await _send_native(audio, rate, options, t0)
             await asyncio.wait_for(listener, options.end_timeout_s)
         except TimeoutError:
+            pass
+        finally:
             listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
         result.close_code = events_ws.close_code
         result.close_reason = events_ws.close_reason or ""
     return result

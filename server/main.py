@@ -124,6 +124,8 @@ async def _serve(rt: Runtime, settings: Settings, demo: bool) -> int:
 
 
 async def _demo(settings: Settings, port: int, token: str) -> None:
+    from websockets import ConnectionClosed
+
     from clients.callgen import DEMO_CALL, render
     from clients.simulator import SimOptions, format_event, simulate
 
@@ -141,6 +143,12 @@ async def _demo(settings: Settings, port: int, token: str) -> None:
     options = SimOptions(server=f"ws://{settings.host}:{port}", token=token, call_id="demo")
     try:
         await simulate(path, options, lambda e: print(format_event(e), flush=True))
+    except ConnectionClosed as err:
+        if err.rcvd is not None and err.rcvd.code == 1012:  # Ctrl-C or SIGTERM
+            print("demo: stopped, the server is shutting down", flush=True)
+        else:
+            log.error("demo call failed: %s", err)
+        return
     except Exception as err:  # the demo is a guest: it never takes the server down
         log.error("demo call failed: %s", err)
         return
