@@ -26,7 +26,7 @@ from guidance.cards import Candidate, Card, CardDeck, Evidence
 from guidance.dynamics import Alert, Dynamics
 from guidance.errors import CardActionError
 from guidance.playbook import INTENT_CARD_KINDS, CardTemplate, Playbook
-from guidance.score import LeadScore, Prior, Score, ScoreModel
+from guidance.score import TALK_SHARE_PRIOR_S, LeadScore, Prior, Score, ScoreModel
 from nlp.insight import Insight
 from nlp.transcript import Transcript
 
@@ -92,7 +92,7 @@ class Coach:
         candidates = self._candidates(i)
         out += self._deck.finalize(i.utterance_id, candidates, self._now_s)
         out += self._offer_alerts(self._dynamics.observe_insight(i))
-        score = self._score.observe(i, self._dynamics.rep_talk_share())
+        score = self._score.observe(i, self._dynamics.rep_talk_share(TALK_SHARE_PRIOR_S))
         if score is not None:
             out.append(score)
         return out

@@ -94,11 +94,13 @@ class Dynamics:
     def next_step_agreed(self) -> bool:
         return self._next_step_agreed
 
-    def rep_talk_share(self) -> float | None:
-        """The rep's share of all speech so far in the call, None before anyone spoke."""
+    def rep_talk_share(self, prior_s: float = 0.0) -> float | None:
+        """The rep's share of all speech so far in the call, None before anyone spoke.
+        ``prior_s`` seconds of evenly shared talk are counted in, so a call's first lines
+        (the rep's opening) cannot swing the share on their own."""
         rep, customer = self._talk_s(float("-inf"), float("inf"))
         total = rep + customer
-        return rep / total if total > 0 else None
+        return (rep + prior_s / 2) / (total + prior_s) if total > 0 else None
 
     def observe_transcript(self, t: Transcript) -> list[Alert]:
         if t.speaker not in ("rep", "customer"):

@@ -13,7 +13,9 @@ cannot saturate the score):
   more within ``ADDRESS_WINDOW_S`` of the objection);
 - ``customer_sentiment``, ``customer_engagement``: smoothed (EMA, alpha 0.4) customer text
   sentiment and prosodic engagement, in [-1, 1];
-- ``rep_talk_share_over_half``: the rep's share of the talk so far minus 0.5;
+- ``rep_talk_share_over_half``: the rep's share of the talk so far minus 0.5, with
+  ``TALK_SHARE_PRIOR_S`` seconds of evenly shared talk counted in, so the rep's opening lines
+  do not read as a monologue (without it an 8 s opening and a 2 s reply cost 15 points);
 - ``prior.log10_company_size`` (log10 of employees minus 2), ``prior.industry=X``,
   ``prior.lead_source=X``, ``prior.prior_stage=X`` (one-hot; an unseen level adds nothing).
 
@@ -58,6 +60,7 @@ CONVERSATION_FEATURES = (
     "rep_talk_share_over_half",
 )
 PRIOR_CATEGORIES = ("industry", "lead_source", "prior_stage")
+TALK_SHARE_PRIOR_S = 120.0
 
 
 class Prior(BaseModel):

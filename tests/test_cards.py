@@ -315,3 +315,31 @@ def test_card_threshold(label: str, confidence: float, kind: str | None) -> None
     said = insight(label, "Honestly that is more than we planned to spend.", 1.0, 3.0)
     got = cards(coach.observe_insight(dataclasses.replace(said, confidence=confidence)))
     assert [c.kind for c in got] == ([kind] if kind else [])
+
+
+def test_the_reps_opening_does_not_read_as_talking_too_much() -> None:
+    """An 8 s opening and a short reply cost under 2 score points for talk share (15 points
+    before the share counted two minutes of even talk in); the same 4:1 split over three
+    minutes still costs several, with the reason in words."""
+    from guidance.score import Score
+
+    def talk_cost(lines: list[Insight]) -> float:
+        coach = Coach(PLAYBOOK, MODEL)
+        scores: list[Score] = []
+        for i in lines:
+            coach.observe_transcript(transcript_of(i))
+            scores += [e for e in coach.observe_insight(i) if isinstance(e, Score)]
+        assert any("you are talking more than the customer" in r for r in scores[-1].reasons)
+        return -sum(s.delta for s in scores)
+
+    opening = [
+        insight("small_talk", "Hi this is Sam from Acme thanks for taking the time", 0.0, 8.0,
+                speaker="rep"),
+        insight("small_talk", "Sure happy to chat", 8.5, 10.5),
+    ]  # fmt: skip
+    assert 0 < talk_cost(opening) < 2.0
+    long_pitch = [
+        insight("other", "word " * 400, 0.0, 160.0, speaker="rep"),
+        insight("other", "okay I see what you mean there", 160.5, 200.5),
+    ]
+    assert talk_cost(long_pitch) > 8.0

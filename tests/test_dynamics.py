@@ -256,6 +256,8 @@ def test_rep_talk_share() -> None:
     assert dyn.rep_talk_share() is None
     feed(dyn, [utt("rep", 0.0, 6.0), utt("customer", 6.0, 8.0, "sure sounds good")])
     assert dyn.rep_talk_share() == pytest.approx(0.75)
+    # with a prior of 60 s shared evenly, 8 s of talk barely moves the share off even
+    assert dyn.rep_talk_share(prior_s=60.0) == pytest.approx((6 + 30) / (8 + 60))
 
 
 def rep_insight(label: str, text: str, start_s: float, end_s: float) -> Insight:
