@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ from server.store import (
     DeliveryAttempt,
     StoreError,
 )
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,40 +48,6 @@ def final(speaker: str, n: int, text: str, start_s: float) -> dict[str, Any]:
         "end_s": start_s + 2.0,
         "words": [],
     }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: run `make test`, which installs it")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--save", "", "--bind", "127.0.0.1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError("redis-server exited at start-up") from None
-                import time
-
-                time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -350,7 +314,7 @@ async def test_sqlite_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
 
 async def test_redis_unreachable_is_a_clear_error() -> None:
     """A Redis URL with nothing listening fails to open with StoreError naming the URL."""
-    url = f"redis://127.0.0.1:{_free_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(StoreError, match=r"127\.0\.0\.1"):
         await RedisCallStore.open(url)
 
@@ -407,3 +371,28 @@ async def test_sigkill_mid_call_loses_no_acknowledged_segment(tmp_path: Path) ->
         assert (await store.get_call("crash")).status == "interrupted"
     finally:
         await store.close()
+
+
+async def test_redis_restart_marks_only_its_own_and_dead_instances_calls(redis_url: str) -> None:
+    """Instances share one Redis: B restarting marks B's live calls and those of an instance
+    whose heartbeat expired (C), never those of A, which is still running."""
+    prefix = f"t{os.urandom(4).hex()}:"
+
+    async def instance(name: str, ttl_s: float = 30.0) -> RedisCallStore:
+        return await RedisCallStore.open(
+            redis_url, prefix=prefix, instance_id=name, heartbeat_ttl_s=ttl_s
+        )
+
+    a, b, c = await instance("a"), await instance("b"), await instance("c", ttl_s=0.2)
+    for store, call_id in ((a, "a-live"), (b, "b-live"), (c, "c-live")):
+        await store.open_call(CallMeta(call_id, "native", started_at=1.0))
+    await b.close()  # B is killed; C dies too and its heartbeat runs out
+    await c.close()
+    await asyncio.sleep(0.4)
+    b = await instance("b")
+    try:
+        assert await b.mark_live_calls_interrupted() == ["b-live", "c-live"]
+        assert (await a.get_call("a-live")).status == "live"
+    finally:
+        await a.close()
+        await b.close()
