@@ -81,13 +81,15 @@ def build_app(rt: Runtime) -> FastAPI:
 
     @app.get("/v1/stats", dependencies=[Depends(require_token)], tags=["operations"])
     async def stats() -> dict[str, Any]:
-        """Load of this server: live calls and the time the Whisper thread has spent
-        recognizing since start-up (its busy share of wall time is the ASR capacity used)."""
+        """Load of this server: live calls, the time the Whisper thread has spent
+        recognizing since start-up (its busy share of wall time is the ASR capacity used),
+        and events that did not reach other instances (Redis bus; 0 on one instance)."""
         scheduler = rt.engines.scheduler
         return {
             "live_calls": len(rt.sessions),
             "asr_busy_s": round(scheduler.busy_s, 3),
             "asr_dropped_partials": scheduler.dropped_partials,
+            "bus_dropped": rt.bus.dropped,
         }
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -358,7 +360,7 @@ async def _call_over(rt: Runtime, call_id: str) -> bool:
 
 
 async def _viewer_messages(rt: Runtime, ws: WebSocket, call_id: str) -> None:
-    """Messages from the rep's page (card actions) go to the live session."""
+    """Messages from the rep's page (card actions) go to the live session, wherever it is."""
     while True:
         msg = await ws.receive()
         if msg["type"] == "websocket.disconnect":
@@ -372,8 +374,10 @@ async def _viewer_messages(rt: Runtime, ws: WebSocket, call_id: str) -> None:
         except json.JSONDecodeError:
             await ws.send_json({"type": "error", "detail": "messages must be JSON"})
             continue
-        if session is None:
+        # the call is live here, on another instance (the bus carries it there), or nowhere
+        replies = await (session.act(payload) if session else rt.bus.act(call_id, payload))
+        if replies is None:
             await ws.send_json({"type": "error", "detail": "call is not live"})
             continue
-        for reply in await session.act(payload):
+        for reply in replies:
             await ws.send_json(reply)

@@ -1,18 +1,26 @@
-"""In-process publish/subscribe of a call's wire events to its viewers.
+"""Publish/subscribe of a call's wire events to its viewers.
 
 A viewer subscribes by call id, before or after the call's audio starts. Each subscription
 has a bounded queue; a viewer that falls ``max_pending`` events behind is cut off (its
 ``overflowed`` flag is set and its socket closes with a clear reason) rather than making the
 call wait or growing memory without bound.
+
+``Bus`` is in-process: the embedded default, one server. ``server.redis_bus.RedisBus`` extends
+it across server instances that share a Redis (chosen with ``CUECARD_STORE=redis://…``), so a
+viewer may watch, and act on, a call that another instance is serving.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 Event = dict[str, Any]
+# A viewer's message for a live call -> the replies for that viewer, or None when this
+# instance does not serve the call.
+ActionHandler = Callable[[str, Event], Awaitable[list[Event] | None]]
 
 
 class Subscription:
@@ -44,6 +52,7 @@ class Bus:
     def __init__(self, max_pending: int = 2000) -> None:
         self._subs: defaultdict[str, set[Subscription]] = defaultdict(set)
         self._max_pending = max_pending
+        self.dropped = 0  # messages that did not reach other instances (RedisBus)
 
     def subscribe(self, call_id: str) -> Subscription:
         sub = Subscription(self, call_id, self._max_pending)
@@ -68,3 +77,15 @@ class Bus:
 
     def viewers(self, call_id: str) -> int:
         return len(self._subs.get(call_id, ()))
+
+    async def start(self, actions: ActionHandler) -> None:
+        """Ready to carry events; ``actions`` answers viewers' messages for calls served here
+        when they come from another instance (in-process there is none)."""
+
+    async def act(self, call_id: str, message: Event) -> list[Event] | None:
+        """Hand a viewer's message to the instance serving ``call_id``: its replies for the
+        viewer, or None when no instance serves it (in-process: the caller already looked)."""
+        return None
+
+    async def aclose(self) -> None:
+        """Stop carrying events (after the calls ended)."""

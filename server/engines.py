@@ -116,4 +116,4 @@ async def open_store(settings: Settings) -> CallStore:
         return await SqliteCallStore.open(settings.data_dir / "calls.sqlite3")
     from server.redis_store import RedisCallStore
 
-    return await RedisCallStore.open(settings.store)
+    return await RedisCallStore.open(settings.store, instance_id=settings.instance_id or None)

@@ -13,6 +13,7 @@ import logging
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -20,6 +21,7 @@ from server.app import Runtime, build_app
 from server.auth import Authenticator
 from server.bus import Bus
 from server.engines import load_engines, open_store
+from server.redis_bus import RedisBus
 from server.retention import retention
 from server.session import Engines, Status
 from server.settings import Settings
@@ -42,7 +44,19 @@ async def build_runtime(settings: Settings) -> Runtime:
     if engines.webhooks is not None:
         await engines.webhooks.start()
     await mark_interrupted(store, engines)
-    return Runtime(settings, engines, store, Bus(), Authenticator(settings.resolved_token()))
+    bus = Bus() if settings.store == "sqlite" else RedisBus(settings.store)
+    rt = Runtime(settings, engines, store, bus, Authenticator(settings.resolved_token()))
+
+    async def act_here(call_id: str, message: dict[str, Any]) -> list[dict[str, Any]] | None:
+        session = rt.sessions.get(call_id)
+        return None if session is None else await session.act(message)
+
+    try:
+        await bus.start(act_here)
+    except BaseException:
+        await close_runtime(rt)
+        raise
+    return rt
 
 
 async def mark_interrupted(store: CallStore, engines: Engines) -> list[str]:
@@ -71,6 +85,7 @@ async def mark_interrupted(store: CallStore, engines: Engines) -> list[str]:
 async def close_runtime(rt: Runtime) -> None:
     for session in list(rt.sessions.values()):
         await session.finish("interrupted", "server shutting down")
+    await rt.bus.aclose()
     await rt.engines.scheduler.stop()
     if rt.engines.webhooks is not None:
         await rt.engines.webhooks.aclose()

@@ -38,6 +38,7 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     token: str = ""  # bearer token for every endpoint; empty: read or create data_dir/token
     store: str = "sqlite"  # "sqlite" or a redis:// URL
+    instance_id: str = ""  # with Redis: this instance's name, stable across restarts (host name)
     model: str = "tiny.en"
     vad: str = "silero"
     asr_threads: int = 2
