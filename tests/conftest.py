@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -55,12 +56,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """A real redis-server on a free loopback port, no persistence, for the whole session."""
+@contextlib.contextmanager
+def running_redis() -> Iterator[str]:
+    """A real redis-server on a free loopback port, no persistence; yields its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.fail("redis-server is not installed: run `make test`, which installs it")
+        raise RuntimeError("redis-server is not installed: run `make test`, which installs it")
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--save", "", "--bind", "127.0.0.1"],
@@ -80,6 +81,14 @@ def redis_url() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """One redis-server for the whole session (tests use key prefixes or databases of their
+    own)."""
+    with running_redis() as url:
+        yield url
 
 
 @dataclass(frozen=True)
