@@ -67,6 +67,7 @@ class RedisBus(Bus):
             await self._r.ping()
         except (RedisError, OSError) as exc:
             await self._r.aclose()
+            self._r = None
             raise StoreError(f"cannot reach Redis at {self._url}: {exc}") from exc
         self._tasks = [
             asyncio.create_task(self._listen(), name="redis-bus-listen"),
