@@ -248,7 +248,11 @@ def _cached_int8_graph(fp32_graph: Path) -> Path:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         def quantize(tmp: Path) -> None:
-            logging.disable(logging.INFO)  # the quantizer logs one line per tensor on root
+            # The quantizer logs one INFO line per tensor, and advice we do not need, straight
+            # on the root logger: quiet exactly those records (a filter on the root logger
+            # sees only what is logged on root itself, not what other loggers propagate).
+            root = logging.getLogger()
+            root.addFilter(_quiet_quantizer)
             try:
                 quantize_dynamic(
                     fp32_graph,
@@ -259,10 +263,14 @@ def _cached_int8_graph(fp32_graph: Path) -> Path:
                     op_types_to_quantize=["MatMul"],
                 )
             finally:
-                logging.disable(logging.NOTSET)
+                root.removeFilter(_quiet_quantizer)
 
         _write_atomically(target, quantize)
     return target
+
+
+def _quiet_quantizer(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING and "pre-processing" not in record.getMessage()
 
 
 def _write_atomically(target: Path, write: Callable[[Path], object]) -> None:
