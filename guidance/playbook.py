@@ -128,7 +128,7 @@ class DynamicsSettings(_Strict):
     sentiment_drop: Annotated[float, Field(gt=0, le=2)] = 0.6
     engagement_drop: Annotated[float, Field(gt=0, le=2)] = 0.8
     sentiment_window_s: Seconds = 180.0
-    transcript_lag_s: Annotated[float, Field(ge=0, le=30)] = 1.5
+    transcript_lag_s: Annotated[float, Field(ge=0, le=30)] = 0.3
 
     @field_validator("closing_phrases")
     @classmethod

@@ -110,6 +110,7 @@ class CallSession:
         # at the oldest, so a silence or unanswered-question alert never fires while the words
         # that would cancel it are still in the recognizer (issue 4: alerts under ASR lag).
         self._unsettled: dict[str, float] = {}
+        self._segmented: dict[Speaker, int] = dict.fromkeys(speakers, 0)  # end sample, per VAD
         self._prosody = ProsodyTracker()
         self._call_date = call_date_of(meta.started_at)  # what "by Friday" counts from
         self._coach: Coach | None = None
@@ -145,8 +146,15 @@ class CallSession:
 
     @property
     def transcribed_through_s(self) -> float:
-        """Audio time before which every utterance has its final (or was silence)."""
-        return min([self.audio_s, *self._unsettled.values()])
+        """Audio time before which every utterance has its final (or was silence): the VAD
+        has seen every channel's audio up to it, and no utterance that started before it is
+        still in the recognizer. (Speech the VAD has not yet confirmed, at most a frame or
+        two, is what the playbook's ``transcript_lag_s`` allows for.)"""
+        vad_s = min(
+            self.audio_s if queue.empty() else samples_to_s(self._segmented[speaker])
+            for speaker, queue in self._queues.items()
+        )
+        return min([vad_s, *self._unsettled.values()])
 
     async def finish(self, state: StatusState = "ended", detail: str = "call ended") -> None:
         """Close the audio, let every utterance in flight reach its final, then end the call."""
@@ -224,7 +232,13 @@ class CallSession:
         out: asyncio.Queue[SpeechEvent | None],
     ) -> None:
         detector = self.engines.detectors()
-        async for event in segment(_drain(queue), detector, self.engines.segmenter, speaker):
+
+        async def chunks() -> AsyncIterator[AudioChunk]:
+            async for chunk in _drain(queue):
+                yield chunk  # resumes when the segmenter asks for more: this one is done
+                self._segmented[speaker] = chunk.end_sample
+
+        async for event in segment(chunks(), detector, self.engines.segmenter, speaker):
             if isinstance(event, SpeechStarted):
                 self._unsettled[event.utterance_id] = samples_to_s(event.start_sample)
             elif isinstance(event, UtteranceDropped):
