@@ -2,8 +2,8 @@
 
 They open the same store the server uses, from the same variables (SQLite in ``--data-dir``,
 default ``$CUECARD_DATA_DIR`` or the server's default data directory; or Redis with
-``--redis-url``, default ``$CUECARD_STORE`` when that is a redis:// URL), so they work whether or not the server is running (SQLite in WAL mode
-lets them read while the server writes). Exit status: 0 on success, 2 for an unknown call id
+``--redis-url``, default ``$CUECARD_STORE`` when that is a redis:// URL), so they work whether
+or not the server is running (SQLite in WAL mode lets them read while the server writes). Exit status: 0 on success, 2 for an unknown call id
 or a live call without a summary, 1 when the store cannot be opened.
 """
 
@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from guidance.summary import BuiltinSummarizer, render_markdown
 from server.api import SummaryNotReady, summary_of
-from server.settings import default_data_dir
+from server.settings import default_data_dir, is_redis_url
 from server.store import CALL_STATUSES, CallFilter, CallNotFound, CallStore, StoreError
 from server.wire import to_wire
 
@@ -58,7 +58,7 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     store = os.environ.get("CUECARD_STORE", "")
     p.add_argument(
         "--redis-url",
-        default=store if store.startswith(("redis://", "rediss://")) else None,
+        default=store if is_redis_url(store) else None,
         help="read from Redis instead of SQLite (default: $CUECARD_STORE when it is redis://…)",
     )
 

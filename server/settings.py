@@ -66,7 +66,7 @@ class Settings:
             raise SettingsError("CUECARD_ASR_THREADS must be >= 1")
         if self.vad not in ("silero", "webrtc"):
             raise SettingsError(f"CUECARD_VAD must be silero or webrtc, got {self.vad!r}")
-        if not (self.store == "sqlite" or self.store.startswith(("redis://", "rediss://"))):
+        if not (self.store == "sqlite" or is_redis_url(self.store)):
             raise SettingsError(
                 f"CUECARD_STORE must be sqlite or a redis:// URL, got {self.store!r}"
             )
@@ -156,6 +156,11 @@ def _reject_unknown(env: dict[str, str], known: set[str]) -> None:
             else "the settings are listed in server/settings.py"
         )
         raise SettingsError(f"{var} is not a Cuecard setting ({hint})")
+
+
+def is_redis_url(text: str) -> bool:
+    """Whether ``text`` names a Redis store (``CUECARD_STORE=redis://…`` or ``rediss://…``)."""
+    return text.startswith(("redis://", "rediss://"))
 
 
 def _is_url(text: str, schemes: tuple[str, ...]) -> bool:
