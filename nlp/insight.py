@@ -14,21 +14,6 @@ from audio.chunk import Speaker
 from audio.prosody import Indicator as Indicator  # re-exported: defined in audio (no nlp import)
 from audio.prosody import Prosody
 
-IntentLabel = Literal[
-    "objection_price",
-    "objection_timing",
-    "objection_authority",
-    "objection_need",
-    "objection_competitor",
-    "objection_trust",
-    "buying_signal",
-    "question",
-    "next_step",
-    "positive",
-    "small_talk",
-    "other",
-]
-
 EntityKind = Literal["money", "date", "competitor", "role"]
 
 
