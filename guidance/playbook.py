@@ -13,13 +13,13 @@ lacks the price-objection card would be worse than one that fails to load.
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from guidance.datafile import read_data_file
 from guidance.errors import PlaybookError
 
 IntentCardKind = Literal[
@@ -174,15 +174,7 @@ class Playbook(_Strict):
 
 def load_playbook(path: str | Path | None = None) -> Playbook:
     """The playbook at ``path``, or the packaged default; ``PlaybookError`` if it is unusable."""
-    if path is None:
-        name = "guidance/playbook.yaml (packaged default)"
-        text = importlib.resources.files("guidance").joinpath("playbook.yaml").read_text("utf-8")
-    else:
-        name = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise PlaybookError(f"playbook {name}: cannot read the file: {e.strerror}") from e
+    text, name = read_data_file(path, "playbook.yaml", "playbook", PlaybookError)
     return parse_playbook(text, name)
 
 

@@ -26,7 +26,6 @@ within rounding), e.g. ``"+8 buying signal: “how long is onboarding for 30 peo
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import math
 from collections.abc import Mapping
@@ -36,6 +35,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from guidance.datafile import read_data_file
 from guidance.errors import PriorError, ScoreModelError
 from nlp.insight import Insight
 
@@ -164,16 +164,7 @@ class _ModelFile(BaseModel):
 
 def load_score_model(path: str | Path | None = None) -> ScoreModel:
     """Coefficients from ``path`` or the packaged default; ``ScoreModelError`` if unusable."""
-    if path is None:
-        name = "guidance/score_coefficients.json (packaged default)"
-        res = importlib.resources.files("guidance").joinpath("score_coefficients.json")
-        text = res.read_text("utf-8")
-    else:
-        name = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise ScoreModelError(f"score model {name}: cannot read: {e.strerror}") from e
+    text, name = read_data_file(path, "score_coefficients.json", "score model", ScoreModelError)
     try:
         parsed = _ModelFile.model_validate_json(text)
     except ValidationError as e:

@@ -151,6 +151,8 @@ def test_broken_coefficients_file(tmp_path: Path) -> None:
     )
     with pytest.raises(ScoreModelError, match=r"coef\.json: intercept"):
         load_score_model(bad)
+    with pytest.raises(ScoreModelError, match=r"^score model .*missing\.json: cannot read the"):
+        load_score_model(tmp_path / "missing.json")
 
 
 def test_train_score_on_example_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
