@@ -23,7 +23,8 @@ from server.bus import Bus
 from server.engines import load_engines, open_store
 from server.redis_bus import RedisBus
 from server.retention import retention
-from server.session import Engines, Status
+from server.session import Engines
+from server.wire import Status
 from server.settings import Settings
 from server.store import CallStore
 from server.webhooks import hand_off_call

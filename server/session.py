@@ -20,7 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, TypeVar
 
 from audio.chunk import AudioChunk, Speaker, samples_to_s
 from audio.prosody import ProsodyTracker
@@ -44,22 +44,10 @@ from nlp.transcript import Transcript
 from server.bus import Bus
 from server.store import CallMeta, CallStatus, CallStore
 from server.webhooks import WebhookSender, call_date_of, hand_off_call
-from server.wire import to_wire
+from server.wire import Status, StatusState, to_wire
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-StatusState = Literal["live", "degraded", "ended", "interrupted"]
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    type: ClassVar[str] = "status"
-
-    state: StatusState
-    detail: str
-    audio_s: float
-
 
 @dataclass(frozen=True, slots=True)
 class Engines:

@@ -9,7 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+StatusState = Literal["live", "degraded", "ended", "interrupted"]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The call's state for the rep: live, degraded (a stage failed, the call goes on), ended
+    or interrupted."""
+
+    type: ClassVar[str] = "status"
+
+    state: StatusState
+    detail: str
+    audio_s: float
 
 
 def to_wire(event: Any) -> dict[str, Any]:
