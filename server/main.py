@@ -24,11 +24,10 @@ from server.engines import load_engines, open_store
 from server.redis_bus import RedisBus
 from server.retention import retention
 from server.session import Engines
-from server.wire import Status
 from server.settings import Settings
 from server.store import CallStore
 from server.webhooks import hand_off_call
-from server.wire import to_wire
+from server.wire import Status, to_wire
 
 log = logging.getLogger("cuecard")
 
