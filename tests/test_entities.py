@@ -103,3 +103,13 @@ def test_hostile_input_does_not_raise() -> None:
     """Empty, very long, non-English and binary-ish text return a tuple without raising."""
     for text in ["", "x" * 10_000, "¿Cuánto cuesta? 两千美元", "\x00\ufffd\x01$$$ 9/99/9999"]:
         assert isinstance(extract_entities(text, call_date=CALL), tuple)
+
+
+def test_weekday_said_on_that_day_is_the_next_one() -> None:
+    """ "by Friday" said on a Friday is the next Friday (the rule of ``nlp.dates``); "this
+    Friday" is that day."""
+    friday = dt.date(2025, 3, 14)
+    got = [
+        (e.text, e.value) for e in extract_entities("by Friday, or this Friday", call_date=friday)
+    ]
+    assert got == [("by Friday", "2025-03-21"), ("this Friday", "2025-03-14")]
