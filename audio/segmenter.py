@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from audio.chunk import SAMPLE_RATE_HZ, AudioChunk, Samples, Speaker
-from audio.vad import SpeechDetector
+from audio.progress import Progress
+from audio.vad import DetectorFactory, SpeechDetector
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,25 +195,49 @@ class Segmenter:
 
 async def segment(
     chunks: AsyncIterable[AudioChunk],
-    detector: SpeechDetector,
+    detectors: DetectorFactory,
     options: SegmenterOptions,
-    speaker: Speaker,
+    progress: Progress | None = None,
 ) -> AsyncIterator[SpeechEvent]:
-    """One channel's chunks -> speech events. The detector runs on the loop: Silero costs
-    ~0.1 ms per 32 ms frame, less than an executor hop."""
-    segmenter: Segmenter | None = None
-    pending = np.zeros(0, np.float32)
-    n = detector.frame_samples
+    """A call's chunks (any speakers, interleaved) -> speech events, each channel with its own
+    detector and ``Segmenter``. The detector runs on the loop: Silero costs ~0.1 ms per 32 ms
+    frame, less than an executor hop. ``progress`` hears of each utterance's start and of how
+    far each channel's VAD has judged, as it happens."""
+    channels: dict[Speaker, _Channel] = {}
     async for chunk in chunks:
-        if segmenter is None:
-            segmenter = Segmenter(speaker, options, chunk.start_sample)
-        pending = np.concatenate([pending, chunk.samples]) if len(pending) else chunk.samples
+        channel = channels.get(chunk.speaker)
+        if channel is None:
+            channel = channels[chunk.speaker] = _Channel(
+                Segmenter(chunk.speaker, options, chunk.start_sample), detectors()
+            )
+        for event in channel.feed(chunk.samples):
+            if progress is not None and isinstance(event, SpeechStarted):
+                progress.started(event.utterance_id, event.start_sample)
+            yield event
+        if progress is not None:
+            progress.heard(chunk.speaker, chunk.end_sample)
+    for channel in channels.values():
+        for event in channel.segmenter.finish():
+            yield event
+
+
+class _Channel:
+    """One speaker's detector and segmenter, and the samples not yet a whole detector frame."""
+
+    __slots__ = ("detector", "pending", "segmenter")
+
+    def __init__(self, segmenter: Segmenter, detector: SpeechDetector) -> None:
+        self.segmenter = segmenter
+        self.detector = detector
+        self.pending = np.zeros(0, np.float32)
+
+    def feed(self, samples: Samples) -> list[SpeechEvent]:
+        pending = np.concatenate([self.pending, samples]) if len(self.pending) else samples
+        n = self.detector.frame_samples
         usable = len(pending) - len(pending) % n
+        events: list[SpeechEvent] = []
         for i in range(0, usable, n):
             frame = np.ascontiguousarray(pending[i : i + n], dtype=np.float32)
-            for event in segmenter.feed(frame, detector.probability(frame)):
-                yield event
-        pending = pending[usable:]
-    if segmenter is not None:
-        for event in segmenter.finish():
-            yield event
+            events += self.segmenter.feed(frame, self.detector.probability(frame))
+        self.pending = pending[usable:]
+        return events

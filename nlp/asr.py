@@ -18,13 +18,15 @@ import asyncio
 import itertools
 import logging
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from audio.chunk import SAMPLE_RATE_HZ, Samples, samples_to_s
+from audio.chunk import SAMPLE_RATE_HZ, Samples, Speaker, samples_to_s
 from audio.segmenter import (
     SpeechEvent,
     UtteranceDropped,
@@ -44,18 +46,29 @@ class AsrOptions:
     partials: bool = True
     max_no_speech_prob: float = 0.6
     min_avg_logprob: float = -1.0
-    queue_limit: int = 64  # pending finals per scheduler before back-pressure
+    out_queue: int = 32  # transcripts waiting for the next stage (finals wait, partials drop)
 
     def __post_init__(self) -> None:
         if not 0 < self.max_no_speech_prob <= 1:
             raise ValueError("max_no_speech_prob must be within (0, 1]")
+        if self.out_queue < 1:
+            raise ValueError("out_queue must be at least 1")
 
 
 class AsrScheduler:
-    """Runs every recognition of one transcriber on one thread, by priority."""
+    """Runs every recognition of one transcriber on one thread, by priority.
 
-    def __init__(self, transcriber: Transcriber) -> None:
+    Its queue is bounded by policy: one pending partial per utterance (a newer one replaces
+    it), one speculative decode per utterance, and at most ``max_pending_finals`` finals:
+    ``submit_final`` waits for room, which holds back the calls' segmenters and so their
+    audio sockets (back-pressure; a final is never dropped).
+    """
+
+    def __init__(self, transcriber: Transcriber, max_pending_finals: int = 64) -> None:
+        if max_pending_finals < 1:
+            raise ValueError("max_pending_finals must be at least 1")
         self.transcriber = transcriber
+        self._final_slots = asyncio.Semaphore(max_pending_finals)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="asr")
         self._queue: asyncio.PriorityQueue[tuple[int, int, AsrJob]] = asyncio.PriorityQueue()
         self._partials: dict[str, AsrJob] = {}
@@ -78,9 +91,17 @@ class AsrScheduler:
             self._worker = None
         self._executor.shutdown(wait=True)
 
+    async def submit_final(self, key: str, audio: Samples) -> AsrJob:
+        """Queue a final recognition (with words) once fewer than ``max_pending_finals`` are
+        pending."""
+        await self._final_slots.acquire()
+        job = self.submit(FINAL, key, audio, True)
+        job.future.add_done_callback(lambda _: self._final_slots.release())
+        return job
+
     def submit(self, priority: int, key: str, audio: Samples, with_words: bool) -> AsrJob:
-        """Queue a recognition. A partial replaces the pending partial of the same ``key``,
-        whose future then resolves to None."""
+        """Queue a recognition (finals go through ``submit_final``). A partial replaces the
+        pending partial of the same ``key``, whose future then resolves to None."""
         self.start()
         job = AsrJob(key, audio, with_words, asyncio.get_running_loop().create_future())
         if priority == PARTIAL:
@@ -194,6 +215,65 @@ def collapse_repeats(text: str, words: tuple[Word, ...]) -> tuple[str, tuple[Wor
     return " ".join(kept), words
 
 
+@dataclass(frozen=True, slots=True)
+class UtteranceSilent:
+    """An utterance that produced no transcript: silence, noise, or too little speech. The
+    coach's clock treats it as settled."""
+
+    utterance_id: str
+    speaker: Speaker
+
+
+AsrEvent = Transcript | UtteranceSilent
+
+
+class TranscriptQueue:
+    """The bounded hand-over from the recognizer to the next stage. Finals and silences are
+    never dropped: ``put`` waits for room. A partial replaces a pending partial of the same
+    utterance, or is dropped (``dropped_partials``) when the queue is full."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._maxsize = maxsize
+        self._items: deque[list[AsrEvent | None]] = deque()  # a slot a partial may overwrite
+        self._partials: dict[str, list[AsrEvent | None]] = {}
+        self._changed = asyncio.Event()
+        self.dropped_partials = 0
+
+    async def put(self, item: AsrEvent | None) -> None:
+        """A final, a silence, or None (the end)."""
+        while len(self._items) >= self._maxsize:
+            await self._wait()
+        self._push([item])
+
+    def put_partial(self, t: Transcript) -> None:
+        slot = self._partials.get(t.utterance_id)
+        if slot is not None:
+            slot[0] = t
+        elif len(self._items) >= self._maxsize:
+            self.dropped_partials += 1
+        else:
+            self._partials[t.utterance_id] = slot = [t]
+            self._push(slot)
+
+    async def get(self) -> AsrEvent | None:
+        while not self._items:
+            await self._wait()
+        slot = self._items.popleft()
+        item = slot[0]
+        if isinstance(item, Transcript) and not item.is_final:
+            self._partials.pop(item.utterance_id, None)
+        self._changed.set()
+        return item
+
+    def _push(self, slot: list[AsrEvent | None]) -> None:
+        self._items.append(slot)
+        self._changed.set()
+
+    async def _wait(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+
 class _Utterance:
     __slots__ = ("finished", "last_partial", "spec_len", "speculative")
 
@@ -208,21 +288,33 @@ async def transcribe(
     events: AsyncIterable[SpeechEvent],
     scheduler: AsrScheduler,
     options: AsrOptions,
-    on_silent: Callable[[str], None] | None = None,
-) -> AsyncIterator[Transcript]:
+) -> AsyncIterator[AsrEvent]:
     """Speech events of one call (any speakers) -> transcripts. Per utterance: partials, then
-    exactly one final if it holds speech; nothing for silence, but ``on_silent(utterance_id)``
-    then says the ended utterance is settled without text. Finals keep utterance order."""
-    out: asyncio.Queue[Transcript | None] = asyncio.Queue()
+    exactly one final if it holds speech, or one ``UtteranceSilent`` if it held none (or was
+    dropped by the segmenter). Each speaker's finals keep utterance order."""
+    out = TranscriptQueue(options.out_queue)
     state: dict[str, _Utterance] = {}
     pending: set[asyncio.Task[None]] = set()
     last_final: dict[str, asyncio.Task[None]] = {}
 
-    def spawn(coro: object) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+    def spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
         pending.add(task)
         task.add_done_callback(pending.discard)
         return task
+
+    async def ended(event: UtteranceEnded) -> None:
+        u = state.pop(event.utterance_id, _Utterance())
+        u.finished = True
+        spec = u.speculative
+        if spec is not None and u.spec_len == len(event.samples) and not spec.cancelled:
+            fut = spec.future  # no speech since the pause: the speculative decode is the final
+        else:
+            if spec is not None:
+                spec.discard()
+            fut = (await scheduler.submit_final(event.utterance_id, event.samples)).future
+        prev = last_final.get(event.speaker)
+        last_final[event.speaker] = spawn(_final(event, fut, prev, options, out))
 
     async def pump() -> None:
         try:
@@ -240,33 +332,20 @@ async def transcribe(
                     )
                     u.spec_len = len(event.samples)
                 elif isinstance(event, UtteranceEnded):
-                    u = state.pop(event.utterance_id, _Utterance())
-                    u.finished = True
-                    spec = u.speculative
-                    if spec is not None and u.spec_len == len(event.samples) and not spec.cancelled:
-                        fut = spec.future
-                    else:
-                        if spec is not None:
-                            spec.discard()
-                        fut = scheduler.submit(
-                            FINAL, event.utterance_id, event.samples, True
-                        ).future
-                    prev = last_final.get(event.speaker)
-                    last_final[event.speaker] = spawn(
-                        _final(event, fut, prev, options, out, on_silent)
-                    )
+                    await ended(event)
                 elif isinstance(event, UtteranceDropped):
-                    u2 = state.pop(event.utterance_id, None)
-                    if u2 is not None:
-                        u2.finished = True
-                        if u2.speculative is not None:
-                            u2.speculative.discard()
+                    dropped = state.pop(event.utterance_id, None)
+                    if dropped is not None:
+                        dropped.finished = True
+                        if dropped.speculative is not None:
+                            dropped.speculative.discard()
+                    await out.put(UtteranceSilent(event.utterance_id, event.speaker))
             if pending:
                 await asyncio.gather(*list(pending))
         finally:
             for task in list(pending):
                 task.cancel()
-            out.put_nowait(None)
+            await out.put(None)
 
     pump_task = asyncio.ensure_future(pump())
     try:
@@ -284,7 +363,7 @@ async def _partial(
     fut: asyncio.Future[Recognition | None],
     u: _Utterance,
     options: AsrOptions,
-    out: asyncio.Queue[Transcript | None],
+    out: TranscriptQueue,
 ) -> None:
     try:
         rec = await fut
@@ -297,7 +376,7 @@ async def _partial(
         return
     u.last_partial = ok.text
     start = event.start_sample
-    out.put_nowait(
+    out.put_partial(
         Transcript(
             utterance_id=event.utterance_id,
             speaker=event.speaker,
@@ -314,8 +393,7 @@ async def _final(
     fut: asyncio.Future[Recognition | None],
     previous: asyncio.Task[None] | None,
     options: AsrOptions,
-    out: asyncio.Queue[Transcript | None],
-    on_silent: Callable[[str], None] | None,
+    out: TranscriptQueue,
 ) -> None:
     try:
         rec = await fut
@@ -326,10 +404,9 @@ async def _final(
         await asyncio.shield(previous)
     ok = accept(rec, options) if rec is not None else None
     if ok is None:
-        if on_silent is not None:
-            on_silent(event.utterance_id)
-        return
-    out.put_nowait(final_transcript(event, ok))
+        await out.put(UtteranceSilent(event.utterance_id, event.speaker))
+    else:
+        await out.put(final_transcript(event, ok))
 
 
 def final_transcript(event: UtteranceEnded, rec: Recognition) -> Transcript:

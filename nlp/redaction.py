@@ -53,11 +53,13 @@ import dataclasses
 import itertools
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from nlp.transcript import Transcript, Word
+
+E = TypeVar("E")
 
 Category = Literal["card", "ssn", "email", "phone", "digits"]
 
@@ -462,3 +464,13 @@ def _merge(spans: list[Span]) -> list[Span]:
         else:
             out.append(span)
     return out
+
+
+async def redact(
+    events: AsyncIterable[Transcript | E], redactor: Redactor
+) -> AsyncIterator[Transcript | E]:
+    """The redaction stage: every transcript, partial or final, leaves it redacted; anything
+    else passes through. It sits right after the recognizer, so nothing downstream (store,
+    viewers, logs, insights) ever holds the raw text."""
+    async for event in events:
+        yield redactor.transcript(event) if isinstance(event, Transcript) else event

@@ -1,4 +1,5 @@
-"""Offline transcription of a file through the same stages a live call uses."""
+"""Offline transcription of a file through the same stages a live call uses: segment,
+transcribe, redact (a printed transcript is as safe as a stored one)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import soundfile as sf
 
 from audio.chunk import AudioChunk, Speaker
 from audio.codec import ChannelDecoder, StreamFormat
-from audio.segmenter import SpeechEvent, segment
+from audio.segmenter import segment
 from nlp.asr import AsrOptions, AsrScheduler, transcribe
+from nlp.redaction import Redactor, redact
 from nlp.transcript import Transcript
 from server.engines import load_detectors, load_transcriber, segmenter_options
 from server.settings import Settings
@@ -26,26 +28,20 @@ async def transcribe_file(path: Path, settings: Settings) -> list[Transcript]:
     speakers: tuple[Speaker, ...] = ("rep", "customer") if audio.shape[1] == 2 else ("unknown",)
     decoder = ChannelDecoder(StreamFormat("pcm16", int(rate), speakers), 1 << 30)
     scheduler = AsrScheduler(load_transcriber(settings))
-    detectors = load_detectors(settings)
-    opts = segmenter_options(settings)
-    per_speaker: dict[Speaker, list[AudioChunk]] = {s: [] for s in speakers}
     step = int(rate) * FRAME_MS // 1000
-    for i in range(0, len(audio), step):
-        for chunk in decoder.feed(np.ascontiguousarray(audio[i : i + step]).tobytes()):
-            per_speaker[chunk.speaker].append(chunk)
-    for chunk in decoder.flush():
-        per_speaker[chunk.speaker].append(chunk)
-
-    async def events() -> AsyncIterator[SpeechEvent]:
-        for speaker, chunks in per_speaker.items():
-            async for event in segment(_iterate(chunks), detectors(), opts, speaker):
-                yield event
-
+    chunks = [
+        chunk
+        for i in range(0, len(audio), step)
+        for chunk in decoder.feed(np.ascontiguousarray(audio[i : i + step]).tobytes())
+    ]
+    chunks += decoder.flush()
+    speech = segment(_iterate(chunks), load_detectors(settings), segmenter_options(settings))
+    stream = redact(transcribe(speech, scheduler, AsrOptions(partials=False)), Redactor())
     try:
-        out = [t async for t in transcribe(events(), scheduler, AsrOptions(partials=False))]
+        out = [t async for t in stream if isinstance(t, Transcript) and t.is_final]
     finally:
         await scheduler.stop()
-    return sorted((t for t in out if t.is_final), key=lambda t: t.start_s)
+    return sorted(out, key=lambda t: t.start_s)
 
 
 async def _iterate(chunks: list[AudioChunk]) -> AsyncIterator[AudioChunk]:

@@ -10,7 +10,8 @@ import pytest
 
 from audio.segmenter import SpeechEvent, SpeechStarted, UtteranceEnded
 from clients.callgen import Turn, render
-from nlp.asr import AsrOptions, AsrScheduler, transcribe
+from nlp.asr import AsrOptions, AsrScheduler, UtteranceSilent, transcribe
+from nlp.transcript import Transcript
 from server.engines import load_transcriber
 from server.settings import Settings
 from tests.conftest import noise
@@ -29,19 +30,19 @@ async def _events(*utterances: tuple[str, np.ndarray]) -> AsyncIterator[SpeechEv
 async def test_noise_settles_without_a_final_and_speech_gets_one() -> None:
     speech = render((Turn("customer", "The price is too high for our team."),)).customer
     scheduler = AsrScheduler(load_transcriber(Settings()))
-    silent: list[str] = []
     try:
-        finals = [
+        out = [
             t
             async for t in transcribe(
                 _events(("hiss", noise(1.5, 0.01, seed=4)), ("said", speech)),
                 scheduler,
                 AsrOptions(partials=False),
-                silent.append,
             )
         ]
     finally:
         await scheduler.stop()
+    silent = [e.utterance_id for e in out if isinstance(e, UtteranceSilent)]
+    finals = [t for t in out if isinstance(t, Transcript)]
     assert silent == ["hiss"]
     assert [(t.utterance_id, t.is_final) for t in finals] == [("said", True)]
     assert "price" in finals[0].text.lower()

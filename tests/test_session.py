@@ -71,7 +71,7 @@ async def test_the_coach_clock_waits_for_the_vad_and_for_the_final(
     n = len(speech)
     await session.feed(frames("rep", np.zeros(n, np.float32), 2 * SAMPLE_RATE_HZ))
     await session.feed(frames("customer", speech, 2 * SAMPLE_RATE_HZ))
-    await until(lambda: bool(session._unsettled))  # the VAD heard the customer start
+    await until(lambda: session.progress.unsettled > 0)  # the VAD heard the customer start
     assert session.transcribed_through_s < 2.0 + words.utterances[0].start_s + 0.05
     assert session.audio_s == pytest.approx(2.0 + n / SAMPLE_RATE_HZ, abs=1e-3)
 
