@@ -15,7 +15,6 @@ import numpy.typing as npt
 SAMPLE_RATE_HZ = 16_000
 
 Speaker = Literal["rep", "customer", "unknown"]
-SPEAKERS: tuple[Speaker, ...] = ("rep", "customer", "unknown")
 
 Samples = npt.NDArray[np.float32]
 

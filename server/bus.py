@@ -75,9 +75,6 @@ class Bus:
         for sub in list(self._subs.get(call_id, ())):
             sub.offer(None)
 
-    def viewers(self, call_id: str) -> int:
-        return len(self._subs.get(call_id, ()))
-
     async def start(self, actions: ActionHandler) -> None:
         """Ready to carry events; ``actions`` answers viewers' messages for calls served here
         when they come from another instance (in-process there is none)."""
