@@ -12,7 +12,6 @@ lacks the price-objection card would be worse than one that fails to load.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
@@ -203,27 +202,3 @@ def _describe(error: ValidationError) -> str:
     shown = "; ".join(problems[:5])
     more = len(problems) - 5
     return shown + (f" (and {more} more)" if more > 0 else "")
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``check-playbook [FILE]``: validate a playbook and print what it covers."""
-    p = subparsers.add_parser("check-playbook", help="validate a playbook YAML file")
-    p.add_argument("file", nargs="?", default=None, help="playbook file (default: packaged)")
-    p.set_defaults(handler=check_playbook)
-
-
-def check_playbook(args: argparse.Namespace) -> int:
-    """Exit status 0 when the playbook loads, 2 with the error on stderr when it does not."""
-    import sys
-
-    try:
-        playbook = load_playbook(args.file)
-    except PlaybookError as e:
-        print(e, file=sys.stderr)
-        return 2
-    print(
-        f"playbook ok: {len(INTENT_CARD_KINDS)} intent cards, {len(ALERT_KINDS)} alerts, "
-        f"{len(playbook.competitors)} battlecards ({', '.join(playbook.competitors)}), "
-        f"{len(playbook.question_topics)} question topics"
-    )
-    return 0

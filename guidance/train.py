@@ -16,9 +16,7 @@ Categorical prior levels seen in fewer than ``MIN_LEVEL_COUNT`` calls get no wei
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +25,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from guidance.errors import GuidanceError, HistoryError, PriorError
+from guidance.errors import HistoryError, PriorError
 from guidance.score import (
     CONVERSATION_FEATURES,
     FeatureSpec,
     ScoreModel,
     feature_vector,
     parse_prior,
-    write_score_model,
 )
 
 MIN_LEVEL_COUNT = 5
@@ -201,34 +198,6 @@ def train(history: History, l2: float = 3.0, folds: int = 5, seed: int = 0) -> S
         "calibration": calibration(y, oof),
     }
     return ScoreModel(intercept, features, training)
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``train-score HISTORY.jsonl [--out FILE] [--l2 X] [--folds K]``."""
-    p = subparsers.add_parser(
-        "train-score", help="refit the lead-score coefficients from past calls with outcomes"
-    )
-    p.add_argument("history", help="JSON lines: one past call per line with outcome won/lost")
-    p.add_argument("--out", default="score_coefficients.json", help="coefficients file to write")
-    p.add_argument("--l2", type=float, default=3.0, help="L2 penalty on standardised weights")
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds")
-    p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment")
-    p.set_defaults(handler=train_score)
-
-
-def train_score(args: argparse.Namespace) -> int:
-    """Exit 0 after writing ``--out``; 2 with a clear message for a bad history file."""
-    try:
-        if args.folds < 2:
-            raise HistoryError("--folds must be at least 2")
-        model = train(load_history(args.history), l2=args.l2, folds=args.folds, seed=args.seed)
-    except GuidanceError as e:
-        print(f"train-score: {e}", file=sys.stderr)
-        return 2
-    write_score_model(model, args.out)
-    print(report(model))
-    print(f"wrote {args.out}")
-    return 0
 
 
 def report(model: ScoreModel) -> str:

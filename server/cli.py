@@ -143,15 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registrars() -> list[Any]:
-    from guidance import playbook, train
     from nlp import analyze, redaction
-    from server import calls_cli
+    from server import calls_cli, guidance_cli
 
     return [
         analyze.register,
         redaction.register,
-        train.register,
-        playbook.register,
+        guidance_cli.register,
         calls_cli.register,
     ]
 

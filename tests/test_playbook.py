@@ -14,8 +14,8 @@ from guidance.playbook import (
     INTENT_CARD_KINDS,
     load_playbook,
     parse_playbook,
-    register,
 )
+from server.guidance_cli import register
 
 DEFAULT_TEXT = (Path(__file__).resolve().parents[1] / "guidance" / "playbook.yaml").read_text()
 

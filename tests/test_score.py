@@ -14,8 +14,9 @@ from guidance.coach import Coach
 from guidance.errors import PriorError, ScoreModelError
 from guidance.playbook import load_playbook
 from guidance.score import LeadScore, Score, load_score_model, parse_prior
-from guidance.train import auc, load_history, register, train
+from guidance.train import auc, load_history, train
 from nlp.insight import Insight
+from server.guidance_cli import register
 
 MODEL = load_score_model()
 HISTORY = Path(__file__).resolve().parents[1] / "guidance" / "data" / "example_history.jsonl"
