@@ -9,6 +9,10 @@ schema support); the answer is validated with pydantic, and every quoted ``utter
 exist in the call. An invalid answer, an HTTP error or a timeout is retried once; a second
 failure falls back to the built-in summary, whose ``engine`` then says why
 (``"builtin (llm failed: ...)"``). ``summarize`` therefore never raises for a model failure.
+
+The transcript it is shown marks each line with its insight's intent label where the call has
+one; a call without insights (an analysis that failed) is shown as plain lines, and the model
+judges them from the words alone.
 """
 
 from __future__ import annotations
@@ -25,16 +29,9 @@ from typing import Any, Literal, cast
 import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from guidance.summary import (
-    ActionItem,
-    Moment,
-    Objection,
-    Summary,
-    SummaryOptions,
-    Turn,
-    build_summary,
-    turns_of,
-)
+from guidance.action_items import ActionItem
+from guidance.summary import Moment, Objection, Summary, SummaryOptions, build_summary
+from guidance.turns import CallEvent, Turn, turns_of
 
 log = logging.getLogger("cuecard.summary")
 
@@ -125,7 +122,7 @@ class LlmSummarizer:
         await self._client.close()
 
     async def summarize(
-        self, call_id: str, events: Sequence[Mapping[str, Any]], call_date: date
+        self, call_id: str, events: Sequence[CallEvent], call_date: date
     ) -> Summary:
         base = build_summary(call_id, events, call_date, self.summary_opts)
         turns = {t.utterance_id: t for t in turns_of(events, self.summary_opts.min_confidence)}

@@ -28,16 +28,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from guidance.summary import (
-    BuiltinSummarizer,
-    Outcome,
-    Summarizer,
-    Summary,
-    render_markdown,
-    summary_from_wire,
-)
+from guidance.summary import BuiltinSummarizer, Outcome, Summarizer, Summary
+from guidance.summary_markdown import render_markdown
+from nlp.insight import Insight
+from nlp.transcript import Transcript
+from server.handoff import summarize_stored, summary_from_wire
 from server.store import CallFilter, CallNotFound, CallRecord, CallStatus, CallStore, StoreError
-from server.webhooks import call_date_of
+from server.wire import from_wire
 
 T = TypeVar("T")
 
@@ -164,8 +161,7 @@ async def summary_of(store: CallStore, call_id: str, fallback: Summarizer) -> Su
     record = await store.get_call(call_id)
     if record.status == "live":
         raise SummaryNotReady(f"call {call_id!r} is live; its summary is made when it ends")
-    events = await store.events(call_id)
-    return await fallback.summarize(call_id, events, call_date_of(record.started_at))
+    return await summarize_stored(store, fallback, record)
 
 
 def build_router(
@@ -208,8 +204,9 @@ def build_router(
         events = await _guard(store.events(call_id))
         by_type: dict[str, list[dict[str, Any]]] = {}
         for e in events:
-            if e.get("is_final", True):
-                by_type.setdefault(str(e.get("type")), []).append(e)
+            event = from_wire(e)  # a stored event that is no wire event is corruption: 500
+            if not isinstance(event, Transcript | Insight) or event.is_final:
+                by_type.setdefault(type(event).type, []).append(e)
         return CallDetail.model_validate(
             {
                 "call": _call_out(record),

@@ -20,7 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from guidance.summary import BuiltinSummarizer, render_markdown
+from guidance.summary import BuiltinSummarizer
+from guidance.summary_markdown import render_markdown
 from server.api import SummaryNotReady, summary_of
 from server.settings import default_data_dir, is_redis_url
 from server.store import CALL_STATUSES, CallFilter, CallNotFound, CallStore, StoreError

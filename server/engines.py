@@ -20,6 +20,7 @@ from models.whisper import WhisperOptions, WhisperTranscriber
 from nlp.analyze import load_analyzer, load_embedder
 from nlp.asr import AsrOptions, AsrScheduler
 from nlp.redaction import Redactor
+from server.clock import Clock
 from server.session import Engines
 from server.settings import Settings, SettingsError
 from server.store import CallStore
@@ -72,22 +73,25 @@ def load_configured_playbook(settings: Settings) -> Playbook:
         raise SettingsError(f"CUECARD_PLAYBOOK: {err}") from err
 
 
-def webhook_sender(settings: Settings, store: CallStore) -> WebhookSender | None:
+def webhook_sender(
+    settings: Settings, store: CallStore, clock: Clock | None = None
+) -> WebhookSender | None:
     if not settings.webhook_urls:
         return None
     try:
         options = WebhookOptions(urls=settings.webhook_urls, secret=settings.webhook_secret)
     except ValueError as err:
         raise SettingsError(f"CUECARD_WEBHOOK_URLS/CUECARD_WEBHOOK_SECRET: {err}") from err
-    return WebhookSender(store, options)
+    return WebhookSender(store, options, clock=clock)
 
 
-def load_engines(settings: Settings, store: CallStore) -> Engines:
-    """Blocking (model loads): run it off the loop. ``store`` receives webhook attempts.
-    Configuration is checked before the first model loads."""
+def load_engines(settings: Settings, store: CallStore, clock: Clock | None = None) -> Engines:
+    """Blocking (model loads): run it off the loop. ``store`` receives webhook attempts,
+    stamped by ``clock`` (the runtime's). Configuration is checked before the first model
+    loads."""
     playbook = load_configured_playbook(settings)
     summarizer = load_summarizer(settings)
-    webhooks = webhook_sender(settings, store)
+    webhooks = webhook_sender(settings, store, clock)
     transcriber = load_transcriber(settings)
     log.info("loaded %s (%d threads), VAD %s", transcriber.name, settings.asr_threads, settings.vad)
     analyzer = load_analyzer(load_embedder(threads=1))
@@ -108,12 +112,15 @@ def load_engines(settings: Settings, store: CallStore) -> Engines:
     )
 
 
-async def open_store(settings: Settings) -> CallStore:
+async def open_store(settings: Settings, clock: Clock | None = None) -> CallStore:
+    """The configured store; ``clock`` (the runtime's) stamps call ends and retention."""
     if settings.store == "sqlite":
         from server.sqlite_store import SqliteCallStore
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return await SqliteCallStore.open(settings.data_dir / "calls.sqlite3")
+        return await SqliteCallStore.open(settings.data_dir / "calls.sqlite3", clock=clock)
     from server.redis_store import RedisCallStore
 
-    return await RedisCallStore.open(settings.store, instance_id=settings.instance_id or None)
+    return await RedisCallStore.open(
+        settings.store, instance_id=settings.instance_id or None, clock=clock
+    )

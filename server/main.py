@@ -21,12 +21,12 @@ from server.app import Runtime, build_app
 from server.auth import Authenticator
 from server.bus import Bus
 from server.engines import load_engines, open_store
+from server.handoff import hand_off_call
 from server.redis_bus import RedisBus
 from server.retention import retention
 from server.session import Engines
 from server.settings import Settings
 from server.store import CallStore
-from server.webhooks import hand_off_call
 from server.wire import Status, to_wire
 
 log = logging.getLogger("cuecard")

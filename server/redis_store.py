@@ -26,13 +26,12 @@ import asyncio
 import contextlib
 import json
 import socket
-import time
-from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from server.clock import Clock, SystemClock
 from server.store import (
     CallFilter,
     CallMeta,
@@ -78,7 +77,7 @@ class RedisCallStore:
         prefix: str,
         instance_id: str,
         heartbeat_ttl_s: float,
-        clock: Callable[[], float],
+        clock: Clock,
     ) -> None:
         self._r = client
         self._url = url
@@ -100,7 +99,7 @@ class RedisCallStore:
         prefix: str = "cuecard:",
         instance_id: str | None = None,
         heartbeat_ttl_s: float = 30.0,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
     ) -> RedisCallStore:
         """Connect and start the instance heartbeat. ``instance_id`` should be stable across
         restarts of one instance (default: the host name). Raises ``StoreError`` naming the URL
@@ -114,7 +113,7 @@ class RedisCallStore:
             prefix=prefix,
             instance_id=instance_id or socket.gethostname(),
             heartbeat_ttl_s=heartbeat_ttl_s,
-            clock=clock,
+            clock=clock or SystemClock(),
         )
         try:
             await store._beat()
@@ -174,7 +173,7 @@ class RedisCallStore:
         return seq
 
     async def close_call(self, call_id: str, status: CallStatus) -> None:
-        args = ["status", status, "ended_at", _j(self._clock())]
+        args = ["status", status, "ended_at", _j(self._clock.now())]
         if not await self._hset_if_exists(keys=[self._k("call", call_id)], args=args):
             raise CallNotFound(call_id)
 
@@ -209,7 +208,7 @@ class RedisCallStore:
     async def purge_older_than(self, max_age_s: float) -> list[str]:
         if max_age_s <= 0:
             raise ValueError(f"max_age_s must be > 0, got {max_age_s}")
-        cutoff = self._clock() - max_age_s
+        cutoff = self._clock.now() - max_age_s
         ids = _ids(await self._r.zrangebyscore(self._p + "calls", "-inf", f"({cutoff!r}"))
         statuses = await self._hget_many(ids, "status")
         old = [cid for cid, st in zip(ids, statuses, strict=True) if st not in (None, "live")]
@@ -231,7 +230,7 @@ class RedisCallStore:
                 alive[owner] = bool(await self._r.exists(self._p + f"instance:{owner}"))
             if alive[owner]:
                 continue
-            args = ["status", "interrupted", "ended_at", _j(self._clock())]
+            args = ["status", "interrupted", "ended_at", _j(self._clock.now())]
             if await self._hset_if_exists(keys=[self._k("call", cid)], args=args):
                 marked.append(cid)
         return sorted(marked)

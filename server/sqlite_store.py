@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from server.clock import Clock, SystemClock
 from server.store import (
     CallFilter,
     CallMeta,
@@ -97,17 +97,15 @@ _CALL_COLUMNS = (
 class SqliteCallStore:
     """``CallStore`` on one SQLite file. Create with ``await SqliteCallStore.open(path)``."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
         self.path = path
-        self._clock = clock
+        self._clock = clock or SystemClock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cuecard-sqlite")
         self._conn: sqlite3.Connection | None = None
         self.has_fts = False
 
     @classmethod
-    async def open(
-        cls, path: Path | str, *, clock: Callable[[], float] = time.time
-    ) -> SqliteCallStore:
+    async def open(cls, path: Path | str, *, clock: Clock | None = None) -> SqliteCallStore:
         """Open (creating if needed) the database at ``path``; a directory gets ``calls.sqlite3``
         inside. Raises ``StoreError`` naming the file if it is not a usable database."""
         store = cls(Path(path), clock=clock)
@@ -198,7 +196,7 @@ class SqliteCallStore:
         return await self._run(_append)
 
     async def close_call(self, call_id: str, status: CallStatus) -> None:
-        now = self._clock()
+        now = self._clock.now()
 
         def _close_call() -> None:
             with self._db:
@@ -261,7 +259,7 @@ class SqliteCallStore:
     async def purge_older_than(self, max_age_s: float) -> list[str]:
         if max_age_s <= 0:
             raise ValueError(f"max_age_s must be > 0, got {max_age_s}")
-        cutoff = self._clock() - max_age_s
+        cutoff = self._clock.now() - max_age_s
 
         def _purge() -> list[str]:
             with self._db:
@@ -278,7 +276,7 @@ class SqliteCallStore:
         return await self._run(_purge)
 
     async def mark_live_calls_interrupted(self) -> list[str]:
-        now = self._clock()
+        now = self._clock.now()
 
         def _mark() -> list[str]:
             with self._db:

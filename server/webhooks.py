@@ -1,8 +1,5 @@
-"""The CRM hand-off: at call end the summary is stored, then POSTed to configured webhooks.
-
-``hand_off_call`` is what the session calls when a call ends (stop message, socket close or
-idle timeout): it summarizes the stored events, stores the summary (before anyone sees it) and
-enqueues the webhook deliveries; it returns the ``Summary`` for the call's socket.
+"""Webhook delivery of call summaries to the CRM (the hand-off that stores and enqueues them
+is ``server.handoff.hand_off_call``).
 
 ``WebhookSender`` delivers off the audio path: ``enqueue`` never blocks (a bounded queue; when
 it is full the delivery is dropped, counted in ``dropped`` and logged; the summary stays in the
@@ -10,7 +7,8 @@ store). A background task POSTs each summary to every URL with at most ``max_con
 summaries in flight, retrying network errors, timeouts, 408/425/429 and 5xx with exponential
 backoff (``base_delay_s * 2**(attempt-1)``, capped at ``max_delay_s``); other 4xx answers are
 not retried (the receiver rejected the payload or the signature; retrying repeats it). Every
-attempt is recorded with ``CallStore.record_delivery``.
+attempt is recorded with ``CallStore.record_delivery``, stamped by the injected ``Clock``
+(as is ``sent_at``); the waits between attempts go through an injectable ``sleep``.
 
 Signing (see docs/webhooks.md): ``X-Cuecard-Signature: sha256=<hex HMAC-SHA256 of the raw
 body keyed with the shared secret>``. The body carries ``sent_at`` (epoch seconds), repeated in
@@ -26,18 +24,17 @@ import hashlib
 import hmac
 import json
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
 from typing import Any
 
 import httpx
 
-from guidance.summary import Summarizer, Summary
+from server.clock import Clock, SystemClock
+from server.clock import call_date_of as call_date_of  # for server.session until it switches
+from server.handoff import hand_off_call as hand_off_call  # for server.session until it switches
 from server.store import CallStatus, CallStore, DeliveryAttempt, DeliveryOutcome, StoreError
-from server.wire import to_wire
 
 log = logging.getLogger("cuecard.webhooks")
 
@@ -114,14 +111,14 @@ class WebhookSender:
         store: CallStore,
         opts: WebhookOptions,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.opts = opts
         self.dropped = 0
         self._store = store
-        self._clock = clock
+        self._clock = clock or SystemClock()
         self._sleep = sleep
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=opts.queue_size)
         self._client = httpx.AsyncClient(timeout=opts.timeout_s, transport=transport)
@@ -183,7 +180,7 @@ class WebhookSender:
 
     async def _deliver(self, job: _Job, url: str) -> None:
         for attempt in range(1, self.opts.max_attempts + 1):
-            sent_at = round(self._clock(), 3)
+            sent_at = round(self._clock.now(), 3)
             body = json.dumps(
                 {
                     "event": EVENT_NAME,
@@ -244,30 +241,3 @@ class WebhookSender:
             await self._store.record_delivery(attempt)
         except StoreError as exc:
             log.error("could not record webhook attempt for call %s: %s", attempt.call_id, exc)
-
-
-def call_date_of(started_at: float) -> date:
-    """The call's local calendar date (the server's time zone): what "by Friday" counts from."""
-    return datetime.fromtimestamp(started_at).date()
-
-
-async def hand_off_call(
-    store: CallStore,
-    summarizer: Summarizer,
-    sender: WebhookSender | None,
-    call_id: str,
-    call_status: CallStatus = "ended",
-) -> Summary:
-    """At call end: summarize the stored events, store the summary, enqueue the webhooks
-    (``call_status``: ``ended``, or ``interrupted`` when the call was cut off).
-    Returns the summary to send as the ``summary`` event on the call's socket. Raises
-    ``CallNotFound`` for an unknown call; a storage failure propagates (nothing is sent that
-    was not stored)."""
-    record = await store.get_call(call_id)
-    events = await store.events(call_id)
-    summary = await summarizer.summarize(call_id, events, call_date_of(record.started_at))
-    wire = to_wire(summary)
-    await store.put_summary(call_id, wire)
-    if sender is not None:
-        sender.enqueue(call_id, wire, call_status)
-    return summary

@@ -1,16 +1,34 @@
-"""Events to JSON for the rep's socket, storage and webhooks.
+"""The wire contract: every event a call sends to the rep's socket, stores and hands to webhooks.
 
-Every wire event is a frozen dataclass with a ``type: ClassVar[str]`` naming it; its fields
-hold JSON values, tuples, dicts or nested dataclasses. A field whose metadata says
-``wire=False`` (e.g. a transcript's audio) never leaves the process.
+``WireEvent`` lists them. Each is a frozen dataclass with a ``type: ClassVar[str]`` naming it;
+its fields hold JSON values, tuples, dicts or nested dataclasses (``Word``, ``Entity``,
+``Prosody``, ``Evidence``, ``Moment``...). A field whose metadata says ``wire=False`` (e.g. a
+transcript's audio) never leaves the process.
+
+- ``to_wire(event)``: the JSON-ready dict, ``type`` first, floats rounded to 4 decimals.
+- ``from_wire(data)``: a stored or received dict back into its dataclass, nested ones
+  included. The ``type`` key picks the class; ``seq`` (added by the store) and keys no field
+  names (written by a newer server) are ignored; an unknown ``type`` or a missing or mistyped
+  field raises ``WireError``. ``from_wire(to_wire(e)) == e`` for every event whose floats
+  have at most 4 decimals.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from guidance.cards import Card
+from guidance.coach import CardActionRejected
+from guidance.score import Score
+from guidance.summary import Summary
+from nlp.insight import Insight
+from nlp.transcript import Transcript
 
 StatusState = Literal["live", "degraded", "ended", "interrupted"]
 
@@ -27,13 +45,38 @@ class Status:
     audio_s: float
 
 
-def to_wire(event: Any) -> dict[str, Any]:
+WireEvent = Transcript | Insight | Card | Score | Status | Summary | CardActionRejected
+WIRE_EVENTS: tuple[type[WireEvent], ...] = typing.get_args(WireEvent)
+
+
+class WireError(ValueError):
+    """A dict that is no valid wire event (unknown ``type``, missing or mistyped field). A
+    retry does not help: the data itself is wrong."""
+
+
+def to_wire(event: WireEvent) -> dict[str, Any]:
     """The event as a JSON-ready dict with ``type`` first."""
-    if not dataclasses.is_dataclass(event) or isinstance(event, type):
+    if not isinstance(event, WIRE_EVENTS):
         raise TypeError(f"not a wire event: {event!r}")
-    out: dict[str, Any] = {"type": type(event).type}  # type: ignore[attr-defined]
+    out: dict[str, Any] = {"type": type(event).type}
     out.update(_fields(event))
     return out
+
+
+def from_wire(data: Mapping[str, Any]) -> WireEvent:
+    """The event a wire dict (as ``to_wire`` wrote it, ``seq`` allowed) stands for."""
+    kind = data.get("type") if isinstance(data, Mapping) else None
+    reader = _READERS.get(kind) if isinstance(kind, str) else None
+    if reader is None:
+        raise WireError(f"unknown wire event type {kind!r}")
+    cls, model = reader
+    try:
+        parsed = model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(event)"
+        raise WireError(f"malformed {kind} event: {where}: {first['msg']}") from err
+    return cls(**{name: getattr(parsed, name) for name in type(parsed).model_fields})
 
 
 def _fields(obj: Any) -> dict[str, Any]:
@@ -56,5 +99,25 @@ def _value(v: Any) -> Any:
     return v
 
 
-def dumps(event: Any) -> str:
-    return json.dumps(to_wire(event), separators=(",", ":"))
+def _reader(cls: type[WireEvent]) -> type[BaseModel]:
+    """A pydantic model of ``cls``'s wire fields (its nested dataclasses validate as
+    themselves); fields left off the wire take their defaults when the event is built."""
+    hints = typing.get_type_hints(cls)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("wire", True):
+            continue
+        if f.default is not dataclasses.MISSING:
+            fields[f.name] = (hints[f.name], f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            fields[f.name] = (hints[f.name], Field(default_factory=f.default_factory))
+        else:
+            fields[f.name] = (hints[f.name], ...)
+    config = ConfigDict(extra="ignore", frozen=True)
+    model: type[BaseModel] = create_model(f"{cls.__name__}Wire", __config__=config, **fields)
+    return model
+
+
+_READERS: dict[str, tuple[type[WireEvent], type[BaseModel]]] = {
+    cls.type: (cls, _reader(cls)) for cls in WIRE_EVENTS
+}

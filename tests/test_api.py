@@ -17,14 +17,19 @@ import pytest
 import websockets
 from fastapi import FastAPI, Header, HTTPException
 
+from guidance.cards import Card, Evidence
+from guidance.score import Score
 from guidance.summary import BuiltinSummarizer
+from nlp.insight import Entity, Insight
 from server.api import build_router
 from server.calls_cli import register
+from server.clock import ManualClock
 from server.engines import load_configured_playbook
+from server.handoff import hand_off_call
 from server.settings import Settings, SettingsError
 from server.sqlite_store import SqliteCallStore
 from server.store import CallMeta, StoreError
-from server.webhooks import hand_off_call
+from server.wire import Status, to_wire
 from tests.conftest import ServerProcess
 
 TOKEN = "test-token"
@@ -45,24 +50,34 @@ def tr(uid: str, text: str, start_s: float, *, final: bool = True) -> dict[str, 
                        "probability": 0.9}]}  # fmt: skip
 
 
+def ins(uid: str, text: str, label: str, start_s: float, *entities: Entity) -> dict[str, Any]:
+    return to_wire(Insight(uid, "rep" if uid.startswith("rep") else "customer", True, text,
+                           start_s, start_s + 2.0, label, 0.9, {label: 0.9}, entities, 0.2, None))  # fmt: skip
+
+
+PROPOSAL = "I'll send you the proposal by Friday."
+CARD = Card("card-1", "issued", "next_step", 50, "Confirm the date", "Agree who does what.",
+            ("Shall we book it now?",), Evidence(PROPOSAL, "rep", 0.0, 2.0), 2.0,
+            utterance_id="rep-0")  # fmt: skip
+
+
 async def seed(store: SqliteCallStore) -> None:
     await store.open_call(CallMeta("c-old", "twilio", rep_id="ana", started_at=T0 - 86_400))
     await store.append("c-old", tr("customer-0", "This is too expensive for us.", 0.0))
+    await store.append(
+        "c-old", ins("customer-0", "This is too expensive for us.", "objection_price", 0.0)
+    )
     await store.close_call("c-old", "ended")
     await hand_off_call(store, BuiltinSummarizer(), None, "c-old")
 
     await store.open_call(CallMeta("c-new", "native", rep_id="bo", started_at=T0))
     for e in [
-        {"type": "status", "state": "live"},
-        tr("rep-0", "I'll send you the proposal by Friday.", 0.0),
-        {"type": "insight", "utterance_id": "rep-0", "speaker": "rep", "is_final": True,
-         "text": "I'll send you the proposal by Friday.", "label": "next_step",
-         "confidence": 0.9, "scores": {"next_step": 0.9}, "sentiment": 0.2, "prosody": None,
-         "entities": [{"kind": "date", "text": "by Friday", "value": "2026-11-27",
-                       "start_char": 27, "end_char": 36}]},
-        {"type": "card", "utterance_id": "rep-0", "title": "Confirm the date"},
-        {"type": "score", "score": 70, "delta": 5, "reasons": ["next step agreed"]},
-    ]:  # fmt: skip
+        to_wire(Status("live", "audio stream open", 0.0)),
+        tr("rep-0", PROPOSAL, 0.0),
+        ins("rep-0", PROPOSAL, "next_step", 0.0, Entity("date", "by Friday", "2026-11-27", 27, 36)),
+        to_wire(CARD),
+        to_wire(Score(70.0, 5.0, ("next step agreed",), 2.0)),
+    ]:
         await store.append("c-new", e)
 
     await store.open_call(CallMeta("c-live", "webrtc", rep_id="ana", started_at=T0 + 60))
@@ -70,7 +85,7 @@ async def seed(store: SqliteCallStore) -> None:
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, SqliteCallStore]]:
-    store = await SqliteCallStore.open(tmp_path, clock=lambda: T0 + 600)
+    store = await SqliteCallStore.open(tmp_path, clock=ManualClock(T0 + 600))
     await seed(store)
     app = FastAPI()
     app.include_router(build_router(store, auth=check_token))
@@ -125,8 +140,7 @@ async def test_get_call_detail(client: tuple[httpx.AsyncClient, Any]) -> None:
     assert [t["utterance_id"] for t in body["transcript"]] == ["rep-0"]
     assert body["transcript"][0]["seq"] == 2
     assert body["insights"][0]["entities"][0]["value"] == "2026-11-27"
-    assert body["cards"] == [{"seq": 4, "type": "card", "utterance_id": "rep-0",
-                              "title": "Confirm the date"}]  # fmt: skip
+    assert body["cards"] == [{"seq": 4, **to_wire(CARD)}]
     assert body["scores"][0]["score"] == 70 and body["statuses"][0]["state"] == "live"
 
 
@@ -218,7 +232,7 @@ def _cli(*argv: str) -> argparse.Namespace:
 async def test_cli_calls_and_summary(tmp_path: Path) -> None:
     """`cuecard calls` lists stored calls; `cuecard summary` prints Markdown or JSON; an
     unknown id exits 2 with a message."""
-    store = await SqliteCallStore.open(tmp_path, clock=lambda: T0 + 600)
+    store = await SqliteCallStore.open(tmp_path, clock=ManualClock(T0 + 600))
     await seed(store)
     await store.close()
     script = (

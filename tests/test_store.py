@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from server.clock import ManualClock
 from server.redis_store import RedisCallStore
 from server.retention import retention
 from server.sqlite_store import SqliteCallStore
@@ -27,14 +28,6 @@ from server.store import (
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def final(speaker: str, n: int, text: str, start_s: float) -> dict[str, Any]:
@@ -53,8 +46,8 @@ def final(speaker: str, n: int, text: str, start_s: float) -> dict[str, Any]:
 @pytest.fixture(params=["sqlite", "redis"])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[tuple[CallStore, FakeClock]]:
-    clock = FakeClock()
+) -> AsyncIterator[tuple[CallStore, ManualClock]]:
+    clock = ManualClock(1_800_000_000.0)
     s: CallStore
     if request.param == "sqlite":
         s = await SqliteCallStore.open(tmp_path, clock=clock)
@@ -68,7 +61,7 @@ async def store(
 
 
 async def test_append_returns_increasing_seq_and_events_round_trip(
-    store: tuple[CallStore, FakeClock],
+    store: tuple[CallStore, ManualClock],
 ) -> None:
     """Appended events come back in order with seq 1, 2, ... and their exact JSON."""
     s, _ = store
@@ -82,7 +75,7 @@ async def test_append_returns_increasing_seq_and_events_round_trip(
     assert [e["seq"] for e in await s.events("c1", after_seq=3)] == [4, 5]
 
 
-async def test_unknown_call_id_raises_call_not_found(store: tuple[CallStore, FakeClock]) -> None:
+async def test_unknown_call_id_raises_call_not_found(store: tuple[CallStore, ManualClock]) -> None:
     """Every per-call operation on an unknown id raises CallNotFound naming the id."""
     s, _ = store
     with pytest.raises(CallNotFound, match="nope"):
@@ -96,10 +89,10 @@ async def test_unknown_call_id_raises_call_not_found(store: tuple[CallStore, Fak
         await s.put_summary("nope", {"outcome": "advanced"})
 
 
-async def test_status_summary_and_outcome(store: tuple[CallStore, FakeClock]) -> None:
+async def test_status_summary_and_outcome(store: tuple[CallStore, ManualClock]) -> None:
     """close_call sets status and ended_at; put_summary stores the summary and its outcome."""
     s, clock = store
-    await s.open_call(CallMeta("c1", "twilio", rep_id="ana", started_at=clock.now - 60))
+    await s.open_call(CallMeta("c1", "twilio", rep_id="ana", started_at=clock.now() - 60))
     rec = await s.get_call("c1")
     assert (rec.status, rec.ended_at, rec.has_summary, rec.outcome) == ("live", None, False, None)
     assert await s.get_summary("c1") is None
@@ -108,13 +101,13 @@ async def test_status_summary_and_outcome(store: tuple[CallStore, FakeClock]) ->
     await s.put_summary("c1", {"call_id": "c1", "outcome": "advanced", "overview": "ok"})
     rec = await s.get_call("c1")
     assert rec.status == "ended"
-    assert rec.ended_at == clock.now
+    assert rec.ended_at == clock.now()
     assert rec.outcome == "advanced"
     assert rec.has_summary and rec.event_count == 1 and rec.source == "twilio"
     assert await s.get_summary("c1") == {"call_id": "c1", "outcome": "advanced", "overview": "ok"}
 
 
-async def test_list_calls_filters(store: tuple[CallStore, FakeClock]) -> None:
+async def test_list_calls_filters(store: tuple[CallStore, ManualClock]) -> None:
     """list_calls filters by time, rep, outcome, status and transcript words, newest first."""
     s, _ = store
     texts = {
@@ -151,15 +144,15 @@ async def test_list_calls_filters(store: tuple[CallStore, FakeClock]) -> None:
 
 
 async def test_delete_removes_call_and_everything_derived(
-    store: tuple[CallStore, FakeClock],
+    store: tuple[CallStore, ManualClock],
 ) -> None:
     """delete_call removes events, summary, deliveries and the text index entries."""
     s, clock = store
-    await s.open_call(CallMeta("c1", "native", started_at=clock.now))
+    await s.open_call(CallMeta("c1", "native", started_at=clock.now()))
     await s.append("c1", final("customer", 0, "unique zebra words", 0.0))
     await s.put_summary("c1", {"outcome": "advanced"})
     await s.record_delivery(
-        DeliveryAttempt("c1", "d1", "http://x", 1, clock.now, "delivered", status_code=200)
+        DeliveryAttempt("c1", "d1", "http://x", 1, clock.now(), "delivered", status_code=200)
     )
     assert len(await s.deliveries("c1")) == 1
     await s.delete_call("c1")
@@ -167,7 +160,7 @@ async def test_delete_removes_call_and_everything_derived(
         await s.get_call("c1")
     assert await s.list_calls(CallFilter(text="zebra")) == []
     # Recreating the id starts from scratch: nothing of the old call survives.
-    await s.open_call(CallMeta("c1", "native", started_at=clock.now))
+    await s.open_call(CallMeta("c1", "native", started_at=clock.now()))
     assert await s.events("c1") == []
     assert await s.get_summary("c1") is None
     assert await s.deliveries("c1") == []
@@ -175,10 +168,10 @@ async def test_delete_removes_call_and_everything_derived(
         await s.delete_call("other")
 
 
-async def test_deliveries_recorded_in_order(store: tuple[CallStore, FakeClock]) -> None:
+async def test_deliveries_recorded_in_order(store: tuple[CallStore, ManualClock]) -> None:
     """Delivery attempts come back in order; one for a deleted call is dropped silently."""
     s, clock = store
-    await s.open_call(CallMeta("c1", "native", started_at=clock.now))
+    await s.open_call(CallMeta("c1", "native", started_at=clock.now()))
     a1 = DeliveryAttempt("c1", "d1", "http://x", 1, 1.0, "retrying", status_code=500)
     a2 = DeliveryAttempt("c1", "d1", "http://x", 2, 2.0, "failed", error="timed out")
     await s.record_delivery(a1)
@@ -187,13 +180,13 @@ async def test_deliveries_recorded_in_order(store: tuple[CallStore, FakeClock]) 
     await s.record_delivery(DeliveryAttempt("gone", "d2", "http://x", 1, 3.0, "failed"))
 
 
-async def test_purge_and_interrupted(store: tuple[CallStore, FakeClock]) -> None:
+async def test_purge_and_interrupted(store: tuple[CallStore, ManualClock]) -> None:
     """Purge deletes only old, non-live calls; start-up marks live calls interrupted."""
     s, clock = store
     day = 86_400.0
-    await s.open_call(CallMeta("old", "native", started_at=clock.now - 10 * day))
-    await s.open_call(CallMeta("old-live", "native", started_at=clock.now - 10 * day))
-    await s.open_call(CallMeta("new", "native", started_at=clock.now - 1 * day))
+    await s.open_call(CallMeta("old", "native", started_at=clock.now() - 10 * day))
+    await s.open_call(CallMeta("old-live", "native", started_at=clock.now() - 10 * day))
+    await s.open_call(CallMeta("new", "native", started_at=clock.now() - 1 * day))
     await s.close_call("old", "ended")
     await s.close_call("new", "ended")
     assert await s.purge_older_than(7 * day) == ["old"]
@@ -226,14 +219,14 @@ async def ids(s: CallStore) -> list[str]:
 
 
 async def test_retention_purges_at_start_then_every_period(
-    store: tuple[CallStore, FakeClock], caplog: pytest.LogCaptureFixture
+    store: tuple[CallStore, ManualClock], caplog: pytest.LogCaptureFixture
 ) -> None:
     """The retention task purges at once, then once per period as calls age; it never touches
     a live call, logs what it removed, and is cancelled when its scope closes."""
     s, clock = store
     day = 86_400.0
     for call_id, age_days in [("old", 10), ("new", 1), ("live-old", 10)]:
-        await s.open_call(CallMeta(call_id, "native", started_at=clock.now - age_days * day))
+        await s.open_call(CallMeta(call_id, "native", started_at=clock.now() - age_days * day))
     await s.close_call("old", "ended")
     await s.close_call("new", "interrupted")
     sleep = ManualSleep()
@@ -243,7 +236,7 @@ async def test_retention_purges_at_start_then_every_period(
         assert await asyncio.wait_for(sleep.asked.get(), 10) == 3600.0
         assert await ids(s) == ["live-old", "new"]
         assert "removed 1 call(s) older than 7 days: old" in caplog.text
-        clock.now += 7 * day
+        clock.advance(7 * day)
         sleep.wake()
         assert await asyncio.wait_for(sleep.asked.get(), 10) == 3600.0
         assert await ids(s) == ["live-old"]
@@ -282,7 +275,7 @@ async def test_retention_survives_a_failing_pass(
     assert caplog.text.count("retention: purge failed, retrying in 60 s") == 2
 
 
-async def test_reopen_keeps_events(store: tuple[CallStore, FakeClock]) -> None:
+async def test_reopen_keeps_events(store: tuple[CallStore, ManualClock]) -> None:
     """Reopening a call (reconnecting stream) sets it live again and keeps its events."""
     s, _ = store
     await s.open_call(CallMeta("c1", "native", rep_id="ana", started_at=5.0))
@@ -294,7 +287,7 @@ async def test_reopen_keeps_events(store: tuple[CallStore, FakeClock]) -> None:
     assert rec.status == "live" and rec.ended_at is None and rec.started_at == 5.0
 
 
-async def test_concurrent_appends_get_distinct_seqs(store: tuple[CallStore, FakeClock]) -> None:
+async def test_concurrent_appends_get_distinct_seqs(store: tuple[CallStore, ManualClock]) -> None:
     """Appends racing on one call each get a distinct seq and none is lost."""
     s, _ = store
     await s.open_call(CallMeta("c1", "native"))

@@ -1,5 +1,6 @@
-"""Summary engines on stored wire events: the built-in one (rules, due dates, Markdown) and the
-LLM one against a real chat-completions server on loopback."""
+"""Summary engines on a call's stored events (typed, as ``server.wire.from_wire`` reads them):
+the built-in one (insight labels, action items, Markdown) and the LLM one against a real
+chat-completions server on loopback."""
 
 from __future__ import annotations
 
@@ -13,35 +14,25 @@ from typing import Any
 
 import pytest
 
+from audio.chunk import Speaker
+from audio.prosody import Indicator, Prosody
+from guidance.action_items import ActionItem
+from guidance.cards import Card, CardState
 from guidance.llm_summary import LlmOptions, LlmSummarizer
-from guidance.summary import (
-    ActionItem,
-    BuiltinSummarizer,
-    SummaryOptions,
-    build_summary,
-    render_markdown,
-    resolve_due,
-    summary_from_wire,
-)
-from server.wire import to_wire
+from guidance.score import Score
+from guidance.summary import BuiltinSummarizer, SummaryOptions, build_summary
+from guidance.summary_markdown import render_markdown
+from guidance.turns import CallEvent
+from nlp.insight import Entity, Insight
+from nlp.transcript import Transcript
+from server.wire import from_wire, to_wire
 
 SAT = date(2026, 11, 21)  # a Saturday
-WED = date(2026, 11, 18)
-FRI = date(2026, 11, 20)
 
 
-def tr(uid: str, text: str, start_s: float, end_s: float, *, final: bool = True) -> dict[str, Any]:
-    speaker = uid.split("-")[0]
-    return {
-        "type": "transcript",
-        "utterance_id": uid,
-        "speaker": speaker,
-        "is_final": final,
-        "text": text,
-        "start_s": start_s,
-        "end_s": end_s,
-        "words": [],
-    }
+def tr(uid: str, text: str, start_s: float, end_s: float, *, final: bool = True) -> Transcript:
+    speaker: Speaker = "rep" if uid.startswith("rep") else "customer"
+    return Transcript(uid, speaker, final, text, start_s, end_s)
 
 
 def ins(
@@ -50,28 +41,24 @@ def ins(
     *,
     confidence: float = 0.9,
     sentiment: float = 0.0,
-    entities: list[dict[str, Any]] | None = None,
+    entities: tuple[Entity, ...] = (),
     engagement: float | None = None,
-) -> dict[str, Any]:
+) -> Insight:
     prosody = None
     if engagement is not None:
-        prosody = {"indicators": {"engagement": {"value": engagement, "drivers": {}}}, "z": {}}
-    return {
-        "type": "insight",
-        "utterance_id": uid,
-        "speaker": uid.split("-")[0],
-        "is_final": True,
-        "text": "",
-        "label": label,
-        "confidence": confidence,
-        "scores": {},
-        "entities": entities or [],
-        "sentiment": sentiment,
-        "prosody": prosody,
-    }
+        indicators = {"engagement": Indicator(engagement, {})}
+        prosody = Prosody(None, None, None, -20.0, None, 0.0, {}, indicators)
+    speaker: Speaker = "rep" if uid.startswith("rep") else "customer"
+    return Insight(uid, speaker, True, "", 0.0, 0.0, label, confidence, {}, entities, sentiment,
+                   prosody)  # fmt: skip
 
 
-CALL = [
+def card(uid: str, title: str, card_id: str, state: CardState = "issued") -> Card:
+    return Card(card_id, state, "objection_timing", 80, title, "", ("Ask why now",), None, 40.0,
+                utterance_id=uid)  # fmt: skip
+
+
+CALL: list[CallEvent] = [
     tr("rep-0", "Hi Dana, thanks for joining. What are you looking for?", 0.0, 4.0),
     tr(
         "customer-0",
@@ -99,50 +86,17 @@ CALL = [
         35.0,
     ),
 ]
-
-
-@pytest.mark.parametrize(
-    ("text", "call_date", "due", "phrase"),
-    [
-        ("I'll send it by Friday.", SAT, "2026-11-27", "by Friday"),
-        ("on friday then", SAT, "2026-11-27", "on friday"),
-        ("by Friday", WED, "2026-11-20", "by Friday"),
-        ("by Friday", FRI, "2026-11-27", "by Friday"),
-        ("this Friday", FRI, "2026-11-20", "this Friday"),
-        ("next Friday", WED, "2026-11-27", "next Friday"),
-        ("next Friday", SAT, "2026-11-27", "next Friday"),
-        ("next Tuesday", SAT, "2026-11-24", "next Tuesday"),
-        ("tomorrow", SAT, "2026-11-22", "tomorrow"),
-        ("the day after tomorrow", WED, "2026-11-20", "the day after tomorrow"),
-        ("by end of day", WED, "2026-11-18", "by end of day"),
-        ("the pricing I end the day", WED, "2026-11-18", "end the day"),
-        ("by the end of the week", WED, "2026-11-20", "by the end of the week"),
-        ("by the end of the week", SAT, "2026-11-27", "by the end of the week"),
-        ("by the end of next week", WED, "2026-11-27", "by the end of next week"),
-        ("sometime next week", SAT, "2026-11-23", "next week"),
-        ("before the end of the month", SAT, "2026-11-30", "before the end of the month"),
-        ("next month", SAT, "2026-12-01", "next month"),
-        ("in two weeks", SAT, "2026-12-05", "in two weeks"),
-        ("in 3 days", SAT, "2026-11-24", "in 3 days"),
-        ("in a couple of days", SAT, "2026-11-23", "in a couple of days"),
-        ("by December 3rd", SAT, "2026-12-03", "by December 3rd"),
-        ("on January 2nd", SAT, "2027-01-02", "on January 2nd"),
-        ("by the 25th", SAT, "2026-11-25", "by the 25th"),
-        ("by the 5th", SAT, "2026-12-05", "by the 5th"),
-    ],
-)
-def test_resolve_due(text: str, call_date: date, due: str, phrase: str) -> None:
-    """Relative due-date phrases resolve against the call date by the documented rules."""
-    got = resolve_due(text, call_date)
-    assert got is not None
-    assert (got[0].isoformat(), got[1]) == (due, phrase)
-
-
-def test_resolve_due_none() -> None:
-    """Text without a date phrase has no due date."""
-    assert resolve_due("I will send the proposal soon.", SAT) is None
-    assert resolve_due("the 31st of February", SAT) is None
-    assert resolve_due("a weekend day trip", SAT) is None
+# What the session stores after every final: the intent classifier's insight.
+INSIGHTS: list[CallEvent] = [
+    ins("rep-0", "question"),
+    ins("customer-0", "other"),
+    ins("customer-1", "objection_price"),
+    ins("rep-1", "other"),
+    ins("customer-2", "buying_signal"),
+    ins("rep-2", "next_step"),
+    ins("customer-3", "positive"),
+    ins("rep-3", "question"),
+]
 
 
 def test_action_items_from_transcripts_alone() -> None:
@@ -176,10 +130,10 @@ def test_action_items_from_transcripts_alone() -> None:
     )
 
 
-def test_summary_from_transcripts_alone() -> None:
-    """Without insights the rules find needs, the objection and its handling, the buying
-    signal and the next step; talk statistics are exact."""
-    s = build_summary("c1", CALL, SAT)
+def test_summary_from_transcripts_and_insights() -> None:
+    """The insights' labels give the objection and its handling, the buying signal and the
+    next step; needs come from the customer's words; talk statistics are exact."""
+    s = build_summary("c1", [*CALL, *INSIGHTS], SAT)
     assert [m.text for m in s.needs] == [
         "We need a better way to track renewals.",
         "Our main problem is spreadsheets.",
@@ -197,46 +151,39 @@ def test_summary_from_transcripts_alone() -> None:
     assert rep.longest_monologue_s == 5.5  # rep-2; no two rep turns in a row
     assert s.duration_s == 35.0
     assert len(s.timeline) == 5 and s.timeline[0].start_s == 0 and s.timeline[-1].end_s == 35
-    assert all(p.customer_sentiment is None for p in s.timeline)
+    assert {p.customer_sentiment for p in s.timeline} == {None, 0.0}
     assert s.lead_score is None and s.score_reasons == ()
 
 
+def test_without_insights_nothing_is_labelled() -> None:
+    """Utterances without an insight (analysis failed) get no label: no objection, signal or
+    next step is guessed, while needs, talk time and action items still come from the words."""
+    s = build_summary("c1", CALL, SAT)
+    assert (s.objections, s.buying_signals, s.next_steps) == ((), (), ())
+    assert len(s.needs) == 2 and len(s.action_items) == 3 and s.talk[0].talk_s == 18.0
+    assert all(p.customer_sentiment is None for p in s.timeline)
+
+
 def test_insights_scores_and_cards_are_used() -> None:
-    """Confident insight labels override rules, a low-confidence one is ignored, a date entity
-    wins over the rules, sentiment fills the timeline, the last score and cards are kept."""
-    events = [
+    """A low-confidence insight label is ignored, a date entity of the insight is taken as
+    it is, sentiment and engagement fill the timeline, the last score and the cards issued
+    for an objection (once each, withdrawn ones left out) are kept."""
+    said = "We can revisit it after the board meeting, I'll confirm then."
+    meeting = "after the board meeting"  # a date only a richer entity extractor knows
+    at, end = said.index(meeting), said.index(meeting) + len(meeting)
+    events: list[CallEvent] = [
         *CALL,
+        *INSIGHTS[:-2],
         tr("customer-4", "Let me think about the budget side.", 36.0, 40.0),
-        tr(
-            "customer-5",
-            "We can revisit it at the end of the quarter, I'll confirm then.",
-            41.0,
-            45.0,
-        ),
+        tr("customer-5", said, 41.0, 45.0),
         ins("customer-4", "objection_timing", confidence=0.95, sentiment=-0.5, engagement=0.6),
-        ins("customer-2", "objection_need", confidence=0.2, sentiment=0.4),  # too unsure
-        ins(
-            "customer-5",
-            "other",
-            entities=[
-                {
-                    "kind": "date",
-                    "text": "at the end of the quarter",
-                    "value": "2026-12-31",
-                    "start_char": 16,
-                    "end_char": 42,
-                }
-            ],
-        ),
-        {"type": "card", "utterance_id": "customer-4", "title": "Timing objection", "kind": "x"},
-        {"type": "score", "score": 55, "delta": 5, "reasons": ["early"], "seq": 3},
-        {
-            "type": "score",
-            "score": 63.4,
-            "delta": 8,
-            "reasons": [{"text": "asked about start date"}, "budget ok", "champion", "more"],
-            "seq": 9,
-        },
+        ins("customer-3", "objection_need", confidence=0.2, sentiment=0.4),  # too unsure
+        ins("customer-5", "other", entities=(Entity("date", meeting, "2026-12-10", at, end),)),
+        card("customer-4", "Timing objection", "card-1"),
+        card("customer-4", "Timing objection", "card-1", "confirmed"),
+        card("customer-4", "Budget check", "card-2", "withdrawn"),
+        Score(55.0, 5.0, ("early",), 10.0),
+        Score(63.4, 8.0, ("asked about start date", "budget ok", "champion", "more"), 40.0),
     ]
     s = build_summary("c1", events, SAT, SummaryOptions(max_reasons=2))
     assert [(o.kind, o.handling) for o in s.objections] == [
@@ -246,7 +193,8 @@ def test_insights_scores_and_cards_are_used() -> None:
     assert s.objections[1].cards == ("Timing objection",)
     assert [m.utterance_id for m in s.buying_signals] == ["customer-2"]
     last = s.action_items[-1]
-    assert (last.owner, last.item, last.due) == ("customer", "confirm then", "2026-12-31")
+    assert (last.owner, last.item, last.due, last.due_text) == (
+        "customer", "confirm then", "2026-12-10", meeting)  # fmt: skip
     assert s.lead_score == 63 and s.score_reasons == ("asked about start date", "budget ok")
     assert s.talk[1].longest_monologue_s == 9.5  # customer-0 + customer-1: 4.5 to 14.0
     window = next(p for p in s.timeline if p.start_s <= 38.0 < p.end_s)
@@ -257,10 +205,13 @@ def test_insights_scores_and_cards_are_used() -> None:
 def test_reraised_objection_and_stalled_outcome() -> None:
     """An objection the customer raises again is 'reraised'; without next steps the call is
     stalled."""
-    events = [
+    events: list[CallEvent] = [
         tr("customer-0", "This is too expensive.", 0.0, 2.0),
         tr("rep-0", "We offer a discount for annual plans.", 2.5, 5.0),
         tr("customer-1", "Still, it's over our budget.", 5.5, 7.0),
+        ins("customer-0", "objection_price"),
+        ins("rep-0", "other"),
+        ins("customer-1", "objection_price"),
     ]
     s = build_summary("c2", events, SAT)
     assert [o.handling for o in s.objections] == ["reraised", "unanswered"]
@@ -270,29 +221,25 @@ def test_reraised_objection_and_stalled_outcome() -> None:
 
 def test_empty_call() -> None:
     """A call with no final transcript still gets a (near-empty) summary."""
-    s = build_summary(
-        "c3",
-        [{"type": "status", "state": "ended"}, tr("rep-0", "partial only", 0.0, 1.0, final=False)],
-        SAT,
-    )
+    s = build_summary("c3", [tr("rep-0", "partial only", 0.0, 1.0, final=False)], SAT)
     assert (s.duration_s, s.outcome, s.timeline, s.needs) == (0.0, "no_decision", (), ())
     assert [t.talk_s for t in s.talk] == [0.0, 0.0]
     assert "0:00 call" in s.overview
 
 
 async def test_wire_round_trip_and_markdown() -> None:
-    """A summary survives to_wire -> JSON -> summary_from_wire, and its Markdown lists the
-    action items with owner and due date."""
-    s = await BuiltinSummarizer().summarize("c1", CALL, SAT)
+    """A summary survives to_wire -> JSON -> from_wire, and its Markdown lists the action
+    items with owner and due date."""
+    s = await BuiltinSummarizer().summarize("c1", [*CALL, *INSIGHTS], SAT)
     wire = json.loads(json.dumps(to_wire(s)))
     assert wire["type"] == "summary"
-    assert summary_from_wire(wire) == s
+    assert from_wire(wire) == s
     md = render_markdown(s)
     assert md.startswith("# Call summary: c1\n")
     assert "- [ ] **rep**: send the proposal — due 2026-11-27 (by Friday)" in md
     assert "## Objections" in md and "**price**" in md and "| rep | 0:18 |" in md
     with pytest.raises(ValueError):
-        summary_from_wire({**wire, "outcome": "won-the-lottery"})
+        from_wire({**wire, "outcome": "won-the-lottery"})
 
 
 # -- the LLM engine ---------------------------------------------------------------------------

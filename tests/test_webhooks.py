@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from guidance.summary import BuiltinSummarizer
+from server.clock import ManualClock, call_date_of
+from server.handoff import hand_off_call
 from server.sqlite_store import SqliteCallStore
 from server.store import CallMeta, CallNotFound
 from server.webhooks import (
@@ -22,8 +24,6 @@ from server.webhooks import (
     TIMESTAMP_HEADER,
     WebhookOptions,
     WebhookSender,
-    call_date_of,
-    hand_off_call,
     sign,
     verify,
 )
@@ -81,7 +81,7 @@ def silent_url() -> Iterator[str]:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteCallStore]:
-    s = await SqliteCallStore.open(tmp_path, clock=lambda: NOW)
+    s = await SqliteCallStore.open(tmp_path, clock=ManualClock(NOW))
     await s.open_call(CallMeta("c1", "native", started_at=NOW))
     try:
         yield s
@@ -103,7 +103,7 @@ async def test_fails_twice_then_accepts(store: SqliteCallStore) -> None:
     sleeps = Sleeps()
     with Receiver([500, 503]) as rx:
         opts = WebhookOptions(urls=(rx.url,), secret=SECRET, base_delay_s=1.0, timeout_s=5.0)
-        sender = WebhookSender(store, opts, clock=lambda: NOW, sleep=sleeps)
+        sender = WebhookSender(store, opts, clock=ManualClock(NOW), sleep=sleeps)
         await sender.start()
         assert sender.enqueue("c1", {"call_id": "c1", "outcome": "advanced"})
         await sender.join()
@@ -135,7 +135,7 @@ async def test_url_that_never_answers(
         opts = WebhookOptions(
             urls=(silent_url, rx.url), secret=SECRET, max_attempts=3, timeout_s=0.2
         )
-        sender = WebhookSender(store, opts, clock=lambda: NOW, sleep=Sleeps())
+        sender = WebhookSender(store, opts, clock=ManualClock(NOW), sleep=Sleeps())
         await sender.start()
         with caplog.at_level(logging.ERROR, logger="cuecard.webhooks"):
             sender.enqueue("c1", {"call_id": "c1"})
