@@ -37,11 +37,18 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from audio.chunk import Speaker
+from audio.prosody import Indicator, Prosody
 from clients.callgen import Turn, render
+from guidance.cards import Card
+from guidance.score import Score
 from guidance.summary import BuiltinSummarizer
+from nlp.insight import Entity, Insight
+from nlp.transcript import Transcript, Word
+from server.handoff import hand_off_call
 from server.sqlite_store import SqliteCallStore
 from server.store import CallMeta
-from server.webhooks import hand_off_call
+from server.wire import Status, WireEvent, to_wire
 
 CUSTOMER = [
     ("We need a better way to track renewals across our teams.", "other"),
@@ -64,63 +71,45 @@ REP = [
 
 
 def call_events(rng: random.Random, duration_s: float = 600.0) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = [{"type": "status", "state": "live"}]
+    """The stored wire dicts of a synthetic call, written through ``to_wire`` as the
+    session writes them."""
+    events: list[WireEvent] = [Status("live", "audio stream open", 0.0)]
     t, n, score = 0.5, 0, 50.0
     while t < duration_s - 5:
-        speaker = "rep" if n % 2 == 0 else "customer"
+        speaker: Speaker = "rep" if n % 2 == 0 else "customer"
         text, label = rng.choice(REP if speaker == "rep" else CUSTOMER)
         words = text.split()
         length = len(words) * rng.uniform(0.3, 0.45)
         uid = f"{speaker}-{n // 2}"
         step = length / len(words)
-        events.append({
-            "type": "transcript", "utterance_id": uid, "speaker": speaker, "is_final": True,
-            "text": text, "start_s": round(t, 3), "end_s": round(t + length, 3),
-            "words": [{"text": w, "start_s": round(t + i * step, 3),
-                       "end_s": round(t + (i + 1) * step, 3), "probability": 0.9}
-                      for i, w in enumerate(words)],
-        })  # fmt: skip
-        entities = []
+        start_s, end_s = round(t, 3), round(t + length, 3)
+        timed = tuple(
+            Word(w, round(t + i * step, 3), round(t + (i + 1) * step, 3), 0.9)
+            for i, w in enumerate(words)
+        )
+        events.append(Transcript(uid, speaker, True, text, start_s, end_s, timed))
+        entities: tuple[Entity, ...] = ()
         if "Friday" in text:
             i = text.index("by Friday")
-            entities = [{"kind": "date", "text": "by Friday", "value": "2026-11-27",
-                         "start_char": i, "end_char": i + 9}]  # fmt: skip
-        events.append({
-            "type": "insight", "utterance_id": uid, "speaker": speaker, "is_final": True,
-            "text": text, "start_s": round(t, 3), "end_s": round(t + length, 3), "label": label,
-            "confidence": 0.85, "scores": {label: 0.85, "other": 0.15}, "entities": entities,
-            "sentiment": rng.uniform(-0.6, 0.8),
-            "prosody": {"pitch_median_hz": 180.0, "pitch_range_semitones": 5.0,
-                        "pitch_variability_semitones": 2.0, "energy_db": -20.0,
-                        "rate_wpm": 160.0, "pause_ratio": 0.1, "z": {"energy": 0.3},
-                        "indicators": {"engagement": {"value": rng.uniform(-1, 1),
-                                                      "drivers": {"energy": 0.1}}}},
-        })  # fmt: skip
+            entities = (Entity("date", "by Friday", "2026-11-27", i, i + 9),)
+        indicators = {"engagement": Indicator(rng.uniform(-1, 1), {"energy": 0.1})}
+        prosody = Prosody(180.0, 5.0, 2.0, -20.0, 160.0, 0.1, {"energy": 0.3}, indicators)
+        scores = {label: 0.85, "other": 0.15}
+        events.append(Insight(uid, speaker, True, text, start_s, end_s, label, 0.85, scores,
+                              entities, rng.uniform(-0.6, 0.8), prosody))  # fmt: skip
         if label.startswith("objection_"):
-            events.append(
-                {
-                    "type": "card",
-                    "utterance_id": uid,
-                    "kind": label,
-                    "title": f"Handle {label}",
-                    "body": "Acknowledge, ask, answer.",
-                }
-            )
+            events.append(Card(f"card-{n}", "issued", label, 80, f"Handle {label}",
+                               "Acknowledge, ask, answer.", ("Ask why",), None, end_s,
+                               utterance_id=uid))  # fmt: skip
         if speaker == "customer":
             delta = rng.uniform(-4, 5)
             score = min(100.0, max(0.0, score + delta))
-            events.append(
-                {
-                    "type": "score",
-                    "score": round(score),
-                    "delta": round(delta),
-                    "reasons": ["asked about onboarding", "price concern", "timeline"],
-                }
-            )
+            reasons = ("asked about onboarding", "price concern", "timeline")
+            events.append(Score(round(score), round(delta), reasons, end_s))
         t += length + rng.uniform(0.3, 1.5)
         n += 1
-    events.append({"type": "status", "state": "ended"})
-    return events
+    events.append(Status("ended", "call ended", round(t, 3)))
+    return [to_wire(e) for e in events]
 
 
 async def one_run(events: list[dict[str, Any]], tmp: Path, appends: list[float]) -> float:

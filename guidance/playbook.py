@@ -143,6 +143,16 @@ class Playbook(_Strict):
     question_topics: tuple[QuestionTopic, ...] = ()
     deck: DeckSettings = DeckSettings()
     dynamics: DynamicsSettings = DynamicsSettings()
+    # Names the recognizer should spell right: products, the company, partners.
+    vocabulary: tuple[Annotated[str, Field(min_length=1, max_length=60)], ...] = ()
+
+    def vocabulary_hints(self) -> tuple[str, ...]:
+        """Names to bias the recognizer toward (``vocabulary``, then every competitor with a
+        battlecard), each once, in that order."""
+        seen: dict[str, str] = {}
+        for name in (*self.vocabulary, *self.competitors):
+            seen.setdefault(name.strip().casefold(), name.strip())
+        return tuple(seen.values())
 
     def card(self, kind: str) -> CardTemplate:
         """The template of an intent or alert kind; KeyError for a kind the playbook lacks."""

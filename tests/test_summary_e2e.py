@@ -12,7 +12,7 @@ import pytest
 
 from clients.callgen import Turn, render
 from clients.simulator import SimOptions, simulate
-from server.webhooks import call_date_of
+from server.clock import call_date_of
 from tests.conftest import ServerProcess
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
