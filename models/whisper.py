@@ -5,9 +5,14 @@ as a 30 s one. Here the log-mel features are computed for the clip plus ``pad_s`
 and rounded up to whole seconds (at least ``min_window_s``), and the CTranslate2 encoder runs
 on that window only: encode cost grows with the utterance instead of being fixed. Decoding
 uses the same prompt as faster-whisper (``<|startoftranscript|><|en|><|transcribe|>
-<|notimestamps|>``), greedy, and word timestamps come from CTranslate2's cross-attention
+<|notimestamps|>``), and word timestamps come from CTranslate2's cross-attention
 alignment on the same encoder output. ``bench/bench_stream.py`` compares its WER with the
 standard 30 s path.
+
+A ``RecognitionContext`` goes ahead of that prompt the way Whisper was trained to read the
+previous window: ``<|startofprev|>``, the hotwords, then the newest prompt tokens (older
+ones are cut first), so names the call has used or the playbook lists are likely spellings.
+``bench/bench_real.py`` measures what each option costs and gains on real speech.
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ import numpy as np
 
 from audio.chunk import SAMPLE_RATE_HZ, Samples
 from models.errors import ModelUnavailable
-from nlp.transcript import Recognition, Word
+from nlp.transcript import NO_CONTEXT, Recognition, RecognitionContext, Word
 
 log = logging.getLogger(__name__)
 
 HOP_SAMPLES = 160  # one log-mel frame = 10 ms
 FRAMES_PER_S = SAMPLE_RATE_HZ // HOP_SAMPLES
 MAX_WINDOW_S = 30
+MAX_DECODE_TOKENS = 448  # Whisper's text context: prompt and output together
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +46,19 @@ class WhisperOptions:
     max_new_tokens: int = 128
     max_tokens_per_s: float = 8.0  # speech rarely exceeds ~5 tokens/s: a cap stops loops
     no_repeat_ngram_size: int = 0
+    beam_size: int = 1
+    max_prompt_tokens: int = 96  # newest tokens of RecognitionContext.prompt kept
+    max_hotword_tokens: int = 48
 
     def __post_init__(self) -> None:
         if self.cpu_threads < 1:
             raise ValueError("cpu_threads must be >= 1")
+        if not 1 <= self.beam_size <= 10:
+            raise ValueError("beam_size must be within [1, 10]")
+        if self.max_prompt_tokens < 0 or self.max_hotword_tokens < 0:
+            raise ValueError("max_prompt_tokens and max_hotword_tokens must be >= 0")
+        if self.max_prompt_tokens + self.max_hotword_tokens > MAX_DECODE_TOKENS // 2:
+            raise ValueError(f"prompt and hotwords may use at most {MAX_DECODE_TOKENS // 2} tokens")
         if not 0 <= self.pad_s <= 5:
             raise ValueError("pad_s must be within [0, 5]")
         if not 1 <= self.min_window_s <= MAX_WINDOW_S:
@@ -96,7 +111,21 @@ class WhisperTranscriber:
         per_s = self._options.max_tokens_per_s * n_samples / SAMPLE_RATE_HZ
         return min(self._options.max_new_tokens, int(per_s) + 12)
 
-    def recognize(self, audio: Samples, *, with_words: bool) -> Recognition:
+    def decoder_prompt(self, context: RecognitionContext = NO_CONTEXT) -> list[int]:
+        """The token prompt the decoder gets for ``context``: empty context, plain prompt."""
+        hot = " ".join(w.strip() for w in context.hotwords)
+        hot_ids = (
+            self._tokenizer.encode(" " + hot)[: self._options.max_hotword_tokens] if hot else []
+        )
+        text, keep = context.prompt.strip(), self._options.max_prompt_tokens
+        prev_ids = self._tokenizer.encode(" " + text)[-keep:] if text and keep else []
+        if not hot_ids and not prev_ids:
+            return self._prompt
+        return [self._tokenizer.sot_prev, *hot_ids, *prev_ids, *self._prompt]
+
+    def recognize(
+        self, audio: Samples, *, with_words: bool, context: RecognitionContext = NO_CONTEXT
+    ) -> Recognition:
         max_samples = MAX_WINDOW_S * SAMPLE_RATE_HZ - int(self._options.pad_s * SAMPLE_RATE_HZ)
         clip = audio[:max_samples]
         n_frames = self.window_frames(len(clip))
@@ -107,11 +136,12 @@ class WhisperTranscriber:
             mel = np.pad(mel, ((0, 0), (0, n_frames - mel.shape[1])))
         features = self._ct2.StorageView.from_array(np.ascontiguousarray(mel[None], np.float32))
         encoded = self._model.model.encode(features, to_cpu=False)
+        prompt = self.decoder_prompt(context)
         result = self._model.model.generate(
             encoded,
-            [self._prompt],
-            beam_size=1,
-            max_length=len(self._prompt) + self._token_budget(len(clip)),
+            [prompt],
+            beam_size=self._options.beam_size,
+            max_length=min(MAX_DECODE_TOKENS, len(prompt) + self._token_budget(len(clip))),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,

@@ -50,11 +50,34 @@ class Recognition:
     compression_ratio: float
 
 
+@dataclass(frozen=True, slots=True)
+class RecognitionContext:
+    """What the recognizer may know about a clip besides its audio.
+
+    ``prompt`` is the call's recent final text (both speakers, newest last): Whisper reads it
+    as the preceding transcript, which carries names, spelling and casing across utterances.
+    ``hotwords`` are names to bias toward (playbook products, competitors, the account); they
+    are given to the decoder ahead of the prompt. Both are hints: a transcriber may trim them.
+    """
+
+    prompt: str = ""
+    hotwords: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if any(not w.strip() for w in self.hotwords):
+            raise ValueError("hotwords must be non-empty strings")
+
+
+NO_CONTEXT = RecognitionContext()
+
+
 class Transcriber(Protocol):
     """Speech to text for one clip of 16 kHz mono audio. Blocking: call it off the event loop."""
 
     name: str
 
-    def recognize(self, audio: Samples, *, with_words: bool) -> Recognition: ...
+    def recognize(
+        self, audio: Samples, *, with_words: bool, context: RecognitionContext = NO_CONTEXT
+    ) -> Recognition: ...
 
     def warmup(self) -> None: ...
