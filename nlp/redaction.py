@@ -21,9 +21,7 @@ spaces, commas, dashes, periods, slashes, parentheses and fillers (um, uh) betwe
 - card: 13-19 digits that pass the Luhn check. A run is searched left to right for the
   longest window, starting and ending on digit-group boundaries, that is a card, SSN or
   phone, so "4111 1111 1111 1111 123-45-6789" is a card and an SSN. Other digits in a run
-  that holds a card (an expiry, a misheard extra digit) are masked with it. A spoken
-  number that fails Luhn is left as it is in a final, as the issue asks (a misheard digit
-  thus leaves a number visible; its partials were masked);
+  that holds a card (an expiry, a misheard extra digit) are masked with it;
 - SSN: a 9-digit run grouped 3-2-4 ("123-45-6789", "one two three, four five, six seven
   eight nine"), or any 9-digit run after "social security"/"SSN"; area not 000, 666 or 9xx,
   group not 00, serial not 0000;
@@ -33,12 +31,30 @@ spaces, commas, dashes, periods, slashes, parentheses and fillers (um, uh) betwe
 - email: written (``john.smith@acme.com``) or spoken ("john dot smith at acme dot com"; a
   spoken "at" needs a known top-level domain at the end, to spare "meet at the office").
 
+Recognizers mishear dictated numbers: they drop or add a digit (so Luhn fails), hear the cue
+word wrong ("car", "cart", "guard" for card; "a count" for account) or write "for" for four.
+So a run the rules above leave, in a final as in a partial, is still masked when it looks like
+an identifier rather than a quantity (the *identifier* rules):
+
+- 12 or more digits in any form: ``[CARD]`` (no quantity is said as twelve bare digits);
+- 8 or more digits said as several groups or digit by digit ("4556 7375", "four five five
+  six seven three seven five"): ``[DIGITS]``, unless it is a list of round numbers ("100,
+  200, 300") or a date ("12/25/2026");
+- 6 or more digits after an identifier cue in the 40 characters before the run ("card",
+  "car", "cart", "guard", "account", "a count", "number", "routing", "member", "policy",
+  "ID", "reference", ...): ``[DIGITS]``, or ``[PHONE]`` for 9 to 11 digits after a phone cue;
+- inside a digit-by-digit run, "for", "to"/"too", "ate" and "won" between single digits are
+  read as the digits they sound like.
+
 Not redacted: amounts after a currency sign, numbers with thousands separators
-("5,551,234 users"), runs made only of years ("2019, 2020, 2021"), short numbers, prices.
+("5,551,234 users"), runs made only of years ("2019, 2020, 2021"), dates, lists of round
+numbers, single numbers under 12 digits without a cue ("revenue was 1234567890"), short
+numbers, prices.
 
 Partial transcripts may hold only the start of a number or address. In a partial
 (``is_final=False``) every run of ``partial_min_digits`` (default 5) or more digits that is
-not classified is masked as ``[DIGITS]``, and an address still being spoken ("john dot
+not classified is masked as ``[DIGITS]`` (any digit within three words of an identifier cue:
+"my car number is 4"), and an address still being spoken ("john dot
 smith at acme dot", "john.smith@acm") as ``[EMAIL]``. Partials are replaced by later
 partials and the final, so over-masking there costs nothing; the final is classified exactly.
 
@@ -48,11 +64,9 @@ contract; split, neither half could be read alone.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import re
-import sys
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -122,6 +136,16 @@ _PHONE_CONTEXT = re.compile(
     re.IGNORECASE,
 )
 _YEAR = re.compile(r"(19|20)\d\d")
+# Words said before an identifier, and what recognizers make of them ("card" heard as "car").
+_ID_CONTEXT = re.compile(
+    r"\b(cards?|car|cars|cart|carts|guard|cord|credit|debit|visa|master\s?card|amex|"
+    r"accounts?|a\s?count|acct|routing|iban|sort\s?code|member(ship)?|policy|"
+    r"id|i\.d\.|reference|ref|confirmation|customer|numbers?|no\.|digits|pin|cvv|cvc|"
+    r"call|calling|phone|cell|mobile|reach|text|dial|extension|fax)\b",
+    re.IGNORECASE,
+)
+_DATE_SEPARATORS = {"/", "-", "."}
+_HOMOPHONES = {"for": "4", "to": "2", "too": "2", "ate": "8", "won": "1"}
 
 _TLDS = "com|net|org|edu|gov|io|co|us|ai|biz|info|me|uk|ca|de|fr|app|dev|tech"
 _CONNECT = r"(?:\s*\.\s*|\s+dot\s+|_|\s+underscore\s+|\s+dash\s+|\s+hyphen\s+)"
@@ -246,8 +270,11 @@ class Redactor:
         leftover: Category | None = None
         if "card" in labels:
             leftover = "card"
-        elif not is_final and self._masks_digits(run):
-            leftover = "digits"
+        elif None in labels:
+            leftover = self._identifier(text, run, is_final)
+            if leftover == "card":
+                labels = ["card"] * len(run)  # a card-length run is one card, whatever is inside
+                window_ids = [0] * len(run)
         joins = [
             k > 0 and (window_ids[k] == window_ids[k - 1] or None in (labels[k], labels[k - 1]))
             for k in range(len(run))
@@ -287,9 +314,33 @@ class Redactor:
                 best = ("phone", end)
         return best
 
-    def _masks_digits(self, run: list[_Num]) -> bool:
-        numeric = self.options.cards or self.options.ssns or self.options.phones
-        return numeric and sum(len(n.digits) for n in run) >= self.options.partial_min_digits
+    def _identifier(self, text: str, run: list[_Num], is_final: bool) -> Category | None:
+        """The placeholder for a run no card, SSN or phone rule took, if it still looks like
+        an identifier (module docstring: the identifier rules), else None. In a partial any
+        match is ``digits``: the number may still be growing."""
+        o = self.options
+        n = sum(len(x.digits) for x in run)
+        before = text[max(0, run[0].start_char - 40) : run[0].start_char]
+        cue = _ID_CONTEXT.search(before) is not None
+        digits = "".join(x.digits for x in run)
+        if (not o.ssns and _is_ssn(run, digits, before)) or (
+            not o.phones and _is_phone(run, digits, before)
+        ):
+            return None  # its own category is switched off
+        found: Category | None = None
+        if o.cards and n >= 12:
+            found = "card"
+        elif o.phones and cue and 9 <= n <= 11 and _PHONE_CONTEXT.search(before):
+            found = "phone"
+        elif o.cards and (
+            (cue and n >= 6) or (n >= 8 and _grouped(run) and not _is_listed(text, run))
+        ):
+            found = "digits"
+        if is_final or found is not None:
+            return found if is_final else "digits"
+        numeric = o.cards or o.ssns or o.phones
+        near = _ID_CONTEXT.search(" ".join(before.split()[-3:])) is not None
+        return "digits" if numeric and (n >= o.partial_min_digits or near) else None
 
 
 def redact_text(
@@ -297,30 +348,6 @@ def redact_text(
 ) -> str:
     """``text`` with every detected span replaced by its placeholder."""
     return Redactor(options)._redact_text(text, is_final)
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``cuecard redact``: redact text from the arguments or stdin, line by line."""
-    parser = subparsers.add_parser("redact", help="mask cards, SSNs, emails, phones in text")
-    parser.add_argument("text", nargs="*", help="text to redact (default: read stdin)")
-    parser.add_argument("--partial", action="store_true", help="apply the partial rules")
-    for category in ("cards", "ssns", "emails", "phones"):
-        parser.add_argument(f"--keep-{category}", action="store_true", help=f"leave {category}")
-    parser.set_defaults(func=run_redact)
-
-
-def run_redact(args: argparse.Namespace) -> int:
-    """Handler of ``cuecard redact``; prints each redacted line, returns the exit status."""
-    options = RedactionOptions(
-        cards=not args.keep_cards,
-        ssns=not args.keep_ssns,
-        emails=not args.keep_emails,
-        phones=not args.keep_phones,
-    )
-    lines = [" ".join(args.text)] if args.text else sys.stdin.read().splitlines()
-    for line in lines:
-        print(redact_text(line, options, is_final=not args.partial))
-    return 0
 
 
 def _apply(text: str, spans: Sequence[Span]) -> str:
@@ -340,6 +367,8 @@ def _runs(text: str) -> list[list[_Num]]:
     i = 0
     while i < len(tokens):
         num, i = _number_at(tokens, i, started=bool(run))
+        if num is None and run and len(run[-1].digits) == 1:
+            num, i = _homophone_at(tokens, i)
         if num is not None:
             prev = run[-1] if run else None
             # Written multi-digit numbers are groups of their own ("555 123 4567"); spoken
@@ -393,6 +422,39 @@ def _number_at(tokens: list[re.Match[str]], i: int, *, started: bool) -> tuple[_
             return num(_TENS[word] + _DIGIT_WORDS[nxt], i + 2)
         return num(_TENS[word] + "0", i + 1)
     return None, i
+
+
+def _homophone_at(tokens: list[re.Match[str]], i: int) -> tuple[_Num | None, int]:
+    """ "for" (4), "to" (2), ... between single digits, as in "4 5 5 for 7": the digit it
+    sounds like. The caller knows a single digit precedes."""
+    word = tokens[i].group().lower()
+    if word not in _HOMOPHONES or i + 1 >= len(tokens):
+        return None, i
+    after, _ = _number_at(tokens, i + 1, started=True)
+    if after is None or len(after.digits) != 1:
+        return None, i
+    tok = tokens[i]
+    return _Num(_HOMOPHONES[word], tok.start(), tok.end(), False, False), i + 1
+
+
+def _grouped(run: list[_Num]) -> bool:
+    """Said as an identifier: several groups, or digit by digit (not one written number)."""
+    return len(run) >= 2
+
+
+def _is_listed(text: str, run: list[_Num]) -> bool:
+    """A list of round numbers ("100, 200, 300") or a date ("12/25/2026", "2026-01-05")."""
+    if all(x.written and len(x.digits) >= 2 and x.digits.endswith("0") for x in run):
+        return True
+    if len(run) != 3 or not all(x.written for x in run):
+        return False
+    seps = {text[a.end_char : b.start_char].strip() for a, b in itertools.pairwise(run)}
+    if len(seps) != 1 or not seps <= _DATE_SEPARATORS:
+        return False
+    sizes = [len(x.digits) for x in run]
+    return sizes in ([4, 2, 2], [4, 1, 2], [4, 2, 1], [4, 1, 1]) or (
+        max(sizes[:2]) <= 2 and sizes[2] in (2, 4)
+    )
 
 
 def _is_written_group(n: _Num) -> bool:

@@ -143,12 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registrars() -> list[Any]:
-    from nlp import analyze, redaction
-    from server import calls_cli, guidance_cli
+    from nlp import analyze
+    from server import calls_cli, guidance_cli, redact_cli
 
     return [
         analyze.register,
-        redaction.register,
+        redact_cli.register,
         guidance_cli.register,
         calls_cli.register,
     ]
