@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from guidance.cards import Card
 from guidance.coach import CardActionRejected
@@ -66,17 +66,15 @@ def to_wire(event: WireEvent) -> dict[str, Any]:
 def from_wire(data: Mapping[str, Any]) -> WireEvent:
     """The event a wire dict (as ``to_wire`` wrote it, ``seq`` allowed) stands for."""
     kind = data.get("type") if isinstance(data, Mapping) else None
-    reader = _READERS.get(kind) if isinstance(kind, str) else None
-    if reader is None:
+    read = _READERS.get(kind) if isinstance(kind, str) else None
+    if read is None:
         raise WireError(f"unknown wire event type {kind!r}")
-    cls, model = reader
     try:
-        parsed = model.model_validate(data)
+        return read(data)
     except ValidationError as err:
         first = err.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "(event)"
         raise WireError(f"malformed {kind} event: {where}: {first['msg']}") from err
-    return cls(**{name: getattr(parsed, name) for name in type(parsed).model_fields})
 
 
 def _fields(obj: Any) -> dict[str, Any]:
@@ -99,25 +97,32 @@ def _value(v: Any) -> Any:
     return v
 
 
-def _reader(cls: type[WireEvent]) -> type[BaseModel]:
-    """A pydantic model of ``cls``'s wire fields (its nested dataclasses validate as
-    themselves); fields left off the wire take their defaults when the event is built."""
+def _reader(cls: type[WireEvent]) -> Callable[[Mapping[str, Any]], WireEvent]:
+    """Validation of ``cls`` from its wire dict, nested dataclasses included (pydantic builds
+    them). A class with fields that never go on the wire (a transcript's audio, which
+    pydantic cannot describe) is validated as a model of its wire fields, then built with
+    the others at their defaults."""
+    wire = [f for f in dataclasses.fields(cls) if f.metadata.get("wire", True)]
+    if len(wire) == len(dataclasses.fields(cls)):
+        return TypeAdapter(cls).validate_python
     hints = typing.get_type_hints(cls)
     fields: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if not f.metadata.get("wire", True):
-            continue
+    for f in wire:
         if f.default is not dataclasses.MISSING:
             fields[f.name] = (hints[f.name], f.default)
         elif f.default_factory is not dataclasses.MISSING:
             fields[f.name] = (hints[f.name], Field(default_factory=f.default_factory))
         else:
             fields[f.name] = (hints[f.name], ...)
-    config = ConfigDict(extra="ignore", frozen=True)
-    model: type[BaseModel] = create_model(f"{cls.__name__}Wire", __config__=config, **fields)
-    return model
+    model = create_model(f"{cls.__name__}Wire", __config__=ConfigDict(extra="ignore"), **fields)
+    validate = model.__pydantic_validator__.validate_python
+
+    def read(data: Mapping[str, Any]) -> WireEvent:
+        return cls(**validate(data).__dict__)
+
+    return read
 
 
-_READERS: dict[str, tuple[type[WireEvent], type[BaseModel]]] = {
-    cls.type: (cls, _reader(cls)) for cls in WIRE_EVENTS
+_READERS: dict[str, Callable[[Mapping[str, Any]], WireEvent]] = {
+    cls.type: _reader(cls) for cls in WIRE_EVENTS
 }
