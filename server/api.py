@@ -13,6 +13,8 @@ dependency applied to every route (it raises 401 on a missing or wrong bearer to
   a crash) is summarized on the fly by the built-in engine; a live call answers 409.
 - ``GET /v1/calls/{call_id}/deliveries`` — webhook attempts.
 - ``DELETE /v1/calls/{call_id}`` — the call and everything derived from it; 204.
+- ``GET /v1/cards/stats`` — per card kind over stored calls (``since``/``until``/``rep``):
+  cards shown, used, dismissed, no action, and the dismiss rate (``server.card_stats``).
 
 Unknown call ids answer 404 with ``{"detail": "unknown call id '...'"}``; an unusable store
 answers 503.
@@ -32,6 +34,7 @@ from guidance.summary import BuiltinSummarizer, Outcome, Summarizer, Summary
 from guidance.summary_markdown import render_markdown
 from nlp.insight import Insight
 from nlp.transcript import Transcript
+from server.card_stats import card_stats
 from server.handoff import summarize_stored, summary_from_wire
 from server.store import CallFilter, CallNotFound, CallRecord, CallStatus, CallStore, StoreError
 from server.wire import from_wire
@@ -123,6 +126,22 @@ class CallDetail(BaseModel):
     cards: list[CardOut]
     scores: list[ScoreOut]
     statuses: list[StatusOut]
+
+
+class CardKindOut(BaseModel):
+    kind: str
+    group: Literal["card", "alert"]
+    shown: int = Field(description="cards shown (not withdrawn), one per card id")
+    used: int
+    dismissed: int
+    no_action: int
+    dismiss_rate: float = Field(description="dismissed / shown")
+    use_rate: float = Field(description="used / shown")
+
+
+class CardStatsOut(BaseModel):
+    calls: int = Field(description="stored calls counted")
+    kinds: list[CardKindOut] = Field(description="most shown first")
 
 
 class DeliveryOut(BaseModel):
@@ -268,6 +287,26 @@ def build_router(
     async def delete_call(call_id: str) -> Response:
         await _guard(store.delete_call(call_id))
         return Response(status_code=204)
+
+    @router.get(
+        "/cards/stats", response_model=CardStatsOut, tags=["cards"],
+        summary="Per card kind: shown, used, dismissed, no action, dismiss rate",
+    )  # fmt: skip
+    async def get_card_stats(
+        since: Annotated[datetime | None, Query(description="calls started at or after")] = None,
+        until: Annotated[datetime | None, Query(description="calls started before")] = None,
+        rep: Annotated[str | None, Query(description="rep id")] = None,
+    ) -> CardStatsOut:
+        stats = await _guard(
+            card_stats(
+                store,
+                since=since.timestamp() if since else None,
+                until=until.timestamp() if until else None,
+                rep_id=rep,
+            )
+        )
+        kinds = [CardKindOut.model_validate(k.as_dict()) for k in stats.kinds]
+        return CardStatsOut(calls=stats.calls, kinds=kinds)
 
     return router
 

@@ -1,4 +1,5 @@
-"""``cuecard calls`` and ``cuecard summary CALL_ID``: read the call store directly.
+"""``cuecard calls``, ``cuecard summary CALL_ID`` and ``cuecard card-stats``: read the call
+store directly.
 
 They open the same store the server uses, from the same variables (SQLite in ``--data-dir``,
 default ``$CUECARD_DATA_DIR`` or the server's default data directory; or Redis with
@@ -23,6 +24,7 @@ from typing import Any, TextIO
 from guidance.summary import BuiltinSummarizer
 from guidance.summary_markdown import render_markdown
 from server.api import SummaryNotReady, summary_of
+from server.card_stats import card_stats
 from server.settings import default_data_dir, is_redis_url
 from server.store import CALL_STATUSES, CallFilter, CallNotFound, CallStore, StoreError
 from server.wire import to_wire
@@ -47,6 +49,16 @@ def register(subparsers: Any) -> None:
     summary.add_argument("call_id")
     summary.add_argument("--format", choices=["markdown", "json"], default="markdown")
     summary.set_defaults(func=run_summary)
+
+    stats = subparsers.add_parser(
+        "card-stats", help="per card kind: shown, used, dismissed, no action, dismiss rate"
+    )
+    _store_args(stats)
+    stats.add_argument("--since", type=_when, help="calls started at or after (ISO 8601)")
+    stats.add_argument("--until", type=_when, help="calls started before (ISO 8601)")
+    stats.add_argument("--rep", help="rep id")
+    stats.add_argument("--json", action="store_true", help="one JSON object")
+    stats.set_defaults(func=run_card_stats)
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:
@@ -121,6 +133,27 @@ async def _summary(store: CallStore, call_id: str, fmt: str, out: TextIO) -> int
         out.write(json.dumps(to_wire(summary), indent=2) + "\n")
     else:
         out.write(render_markdown(summary))
+    return 0
+
+
+def run_card_stats(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    return asyncio.run(_with_store(args, lambda s: _card_stats(s, args, out)))
+
+
+async def _card_stats(store: CallStore, args: argparse.Namespace, out: TextIO) -> int:
+    stats = await card_stats(store, since=args.since, until=args.until, rep_id=args.rep)
+    if args.json:
+        kinds = [k.as_dict() for k in stats.kinds]
+        out.write(json.dumps({"calls": stats.calls, "kinds": kinds}) + "\n")
+        return 0
+    out.write(f"{stats.calls} calls\n")
+    out.write(f"{'kind':<22} {'group':<6} {'shown':>6} {'used':>6} {'dismissed':>9} ")
+    out.write(f"{'no action':>9} {'dismiss rate':>12}\n")
+    for k in stats.kinds:
+        out.write(
+            f"{k.kind:<22} {k.group:<6} {k.shown:>6} {k.used:>6} {k.dismissed:>9} "
+            f"{k.no_action:>9} {k.dismiss_rate:>12.0%}\n"
+        )
     return 0
 
 
