@@ -21,6 +21,7 @@ import logging
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,7 @@ class WhisperOptions:
     beam_size: int = 1
     max_prompt_tokens: int = 96  # newest tokens of RecognitionContext.prompt kept
     max_hotword_tokens: int = 48
+    max_context_tokens_per_s: float = 6.0  # above this a prompted decode is redone plainly
 
     def __post_init__(self) -> None:
         if self.cpu_threads < 1:
@@ -136,19 +138,11 @@ class WhisperTranscriber:
             mel = np.pad(mel, ((0, 0), (0, n_frames - mel.shape[1])))
         features = self._ct2.StorageView.from_array(np.ascontiguousarray(mel[None], np.float32))
         encoded = self._model.model.encode(features, to_cpu=False)
-        prompt = self.decoder_prompt(context)
-        result = self._model.model.generate(
-            encoded,
-            [prompt],
-            beam_size=self._options.beam_size,
-            max_length=min(MAX_DECODE_TOKENS, len(prompt) + self._token_budget(len(clip))),
-            return_scores=True,
-            return_no_speech_prob=True,
-            suppress_blank=True,
-            suppress_tokens=[-1],
-            no_repeat_ngram_size=self._options.no_repeat_ngram_size,
-        )[0]
-        tokens = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
+        result, tokens = self._generate(encoded, self.decoder_prompt(context), len(clip))
+        if context != NO_CONTEXT and self._runaway(len(tokens), len(clip)):
+            # a prompt can make Whisper copy it onto a short clip ("You can call me Abby."
+            # -> "You can call me Abigail Claphlin. You can call me Abig"): decode plainly
+            result, tokens = self._generate(encoded, self._prompt, len(clip))
         text = self._tokenizer.decode(tokens).strip()
         avg_logprob = result.scores[0] if result.scores else 0.0
         words: tuple[Word, ...] = ()
@@ -161,6 +155,26 @@ class WhisperTranscriber:
             avg_logprob=float(avg_logprob),
             compression_ratio=compression_ratio(text),
         )
+
+    def _generate(
+        self, encoded: object, prompt: list[int], n_samples: int
+    ) -> tuple[Any, list[int]]:
+        result = self._model.model.generate(
+            encoded,
+            [prompt],
+            beam_size=self._options.beam_size,
+            max_length=min(MAX_DECODE_TOKENS, len(prompt) + self._token_budget(n_samples)),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            no_repeat_ngram_size=self._options.no_repeat_ngram_size,
+        )[0]
+        return result, [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
+
+    def _runaway(self, n_tokens: int, n_samples: int) -> bool:
+        """More text than the clip can hold: ~3-4 tokens a second is speech, 6 is fast."""
+        return n_tokens > self._options.max_context_tokens_per_s * n_samples / SAMPLE_RATE_HZ + 4
 
     def _align(
         self, encoded: object, tokens: list[int], n_frames: int, n_samples: int

@@ -9,7 +9,9 @@ Three pieces:
 - ``transcribe()`` is the per-call stage. On ``UtterancePaused`` it starts a speculative
   decode of the utterance; if the utterance then ends with no new speech (same audio), the
   final reuses that result instead of starting over. This hides decode time behind the
-  end-of-utterance hangover.
+  end-of-utterance hangover. Every decode gets the call's context: its recent finals (both
+  speakers, newest last) as Whisper's prompt and the vocabulary hints (playbook and call
+  names) as hotwords; ``bench/bench_real.py`` and ``bench/bench_vocab.py`` measure both.
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ from audio.segmenter import (
     UtteranceGrew,
     UtterancePaused,
 )
-from nlp.transcript import Recognition, Transcriber, Transcript, Word
+from nlp.transcript import (
+    NO_CONTEXT,
+    Recognition,
+    RecognitionContext,
+    Transcriber,
+    Transcript,
+    Word,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +56,12 @@ class AsrOptions:
     max_no_speech_prob: float = 0.6
     min_avg_logprob: float = -1.0
     out_queue: int = 32  # transcripts waiting for the next stage (finals wait, partials drop)
+    prompt_finals: int = 6  # recent finals given to Whisper as its prompt; 0: none
+    hotwords: tuple[str, ...] = ()  # names to bias the recognizer toward (playbook, call)
 
     def __post_init__(self) -> None:
+        if self.prompt_finals < 0:
+            raise ValueError("prompt_finals must be >= 0")
         if not 0 < self.max_no_speech_prob <= 1:
             raise ValueError("max_no_speech_prob must be within (0, 1]")
         if self.out_queue < 1:
@@ -91,19 +104,29 @@ class AsrScheduler:
             self._worker = None
         self._executor.shutdown(wait=True)
 
-    async def submit_final(self, key: str, audio: Samples) -> AsrJob:
+    async def submit_final(
+        self, key: str, audio: Samples, context: RecognitionContext = NO_CONTEXT
+    ) -> AsrJob:
         """Queue a final recognition (with words) once fewer than ``max_pending_finals`` are
         pending."""
         await self._final_slots.acquire()
-        job = self.submit(FINAL, key, audio, True)
+        job = self.submit(FINAL, key, audio, True, context)
         job.future.add_done_callback(lambda _: self._final_slots.release())
         return job
 
-    def submit(self, priority: int, key: str, audio: Samples, with_words: bool) -> AsrJob:
+    def submit(
+        self,
+        priority: int,
+        key: str,
+        audio: Samples,
+        with_words: bool,
+        context: RecognitionContext = NO_CONTEXT,
+    ) -> AsrJob:
         """Queue a recognition (finals go through ``submit_final``). A partial replaces the
         pending partial of the same ``key``, whose future then resolves to None."""
         self.start()
-        job = AsrJob(key, audio, with_words, asyncio.get_running_loop().create_future())
+        future = asyncio.get_running_loop().create_future()
+        job = AsrJob(key, audio, with_words, future, context)
         if priority == PARTIAL:
             old = self._partials.pop(key, None)
             if old is not None and old.discard():
@@ -122,9 +145,7 @@ class AsrScheduler:
                 self._partials.pop(job.key, None)
             t0 = loop.time()
             try:
-                result = await loop.run_in_executor(
-                    self._executor, self._recognize, job.audio, job.with_words
-                )
+                result = await loop.run_in_executor(self._executor, self._recognize, job)
             except Exception as err:  # a model failure degrades this utterance, not the call
                 log.exception("recognition failed for %s", job.key)
                 if not job.future.done():
@@ -135,8 +156,8 @@ class AsrScheduler:
             if not job.future.done():
                 job.future.set_result(result)
 
-    def _recognize(self, audio: Samples, with_words: bool) -> Recognition:
-        return self.transcriber.recognize(audio, with_words=with_words)
+    def _recognize(self, job: AsrJob) -> Recognition:
+        return self.transcriber.recognize(job.audio, with_words=job.with_words, context=job.context)
 
 
 @dataclass(slots=True)
@@ -145,6 +166,7 @@ class AsrJob:
     audio: Samples
     with_words: bool
     future: asyncio.Future[Recognition | None]
+    context: RecognitionContext = NO_CONTEXT
     cancelled: bool = False
 
     def discard(self) -> bool:
@@ -296,6 +318,11 @@ async def transcribe(
     state: dict[str, _Utterance] = {}
     pending: set[asyncio.Task[None]] = set()
     last_final: dict[str, asyncio.Task[None]] = {}
+    recent: deque[str] = deque(maxlen=max(1, options.prompt_finals))  # final texts, newest last
+
+    def context() -> RecognitionContext:
+        prompt = " ".join(recent) if options.prompt_finals else ""
+        return RecognitionContext(prompt=prompt, hotwords=options.hotwords)
 
     def spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
@@ -312,23 +339,26 @@ async def transcribe(
         else:
             if spec is not None:
                 spec.discard()
-            fut = (await scheduler.submit_final(event.utterance_id, event.samples)).future
+            job = await scheduler.submit_final(event.utterance_id, event.samples, context())
+            fut = job.future
         prev = last_final.get(event.speaker)
-        last_final[event.speaker] = spawn(_final(event, fut, prev, options, out))
+        last_final[event.speaker] = spawn(_final(event, fut, prev, options, out, recent))
 
     async def pump() -> None:
         try:
             async for event in events:
                 if isinstance(event, UtteranceGrew) and options.partials:
                     u = state.setdefault(event.utterance_id, _Utterance())
-                    job = scheduler.submit(PARTIAL, event.utterance_id, event.samples, False)
+                    job = scheduler.submit(
+                        PARTIAL, event.utterance_id, event.samples, False, context()
+                    )
                     spawn(_partial(event, job.future, u, options, out))
                 elif isinstance(event, UtterancePaused):
                     u = state.setdefault(event.utterance_id, _Utterance())
                     if u.speculative is not None:
                         u.speculative.discard()  # speech resumed since that pause
                     u.speculative = scheduler.submit(
-                        SPECULATIVE, event.utterance_id, event.samples, True
+                        SPECULATIVE, event.utterance_id, event.samples, True, context()
                     )
                     u.spec_len = len(event.samples)
                 elif isinstance(event, UtteranceEnded):
@@ -394,6 +424,7 @@ async def _final(
     previous: asyncio.Task[None] | None,
     options: AsrOptions,
     out: TranscriptQueue,
+    recent: deque[str],
 ) -> None:
     try:
         rec = await fut
@@ -406,6 +437,7 @@ async def _final(
     if ok is None:
         await out.put(UtteranceSilent(event.utterance_id, event.speaker))
     else:
+        recent.append(ok.text)  # context for the call's next decodes
         await out.put(final_transcript(event, ok))
 
 

@@ -169,7 +169,9 @@ async def _native_loop(rt: Runtime, ws: WebSocket, call_id: str, call: _AudioCal
     start = parse_native_start(first.get("text", first.get("bytes")))
     decoder = native_decoder(start, rt.settings.max_frame_bytes)
     meta = CallMeta(call_id, "native", start.rep_id, rt.clock.now(), dict(start.prior))
-    session = call.session = await _open_session(rt, meta, decoder.format.speakers)
+    session = call.session = await _open_session(
+        rt, meta, decoder.format.speakers, tuple(start.vocabulary)
+    )
     await ws.send_json({"type": "started", "call_id": call_id})
     while True:
         msg = await _receive(ws, rt.settings.idle_timeout_s)
@@ -222,7 +224,7 @@ async def _twilio_loop(rt: Runtime, ws: WebSocket, call: _AudioCall) -> None:
             if not _valid_call_id(call_id):
                 raise ProtocolError(POLICY_VIOLATION, "callSid/call_id is not a valid call id")
             meta = CallMeta(call_id, "twilio", event.custom.get("rep_id"), rt.clock.now())
-            call.session = await _open_session(rt, meta, event.speakers)
+            call.session = await _open_session(rt, meta, event.speakers, event.vocabulary)
         elif isinstance(event, TwilioStopped):
             if session is not None:
                 await session.feed(stream.flush())
@@ -234,10 +236,12 @@ async def _twilio_loop(rt: Runtime, ws: WebSocket, call: _AudioCall) -> None:
             await session.feed(event)
 
 
-async def _open_session(rt: Runtime, meta: CallMeta, speakers: tuple[Any, ...]) -> CallSession:
+async def _open_session(
+    rt: Runtime, meta: CallMeta, speakers: tuple[Any, ...], vocabulary: tuple[str, ...] = ()
+) -> CallSession:
     if meta.call_id in rt.sessions:
         raise ProtocolError(POLICY_VIOLATION, f"call {meta.call_id} is already streaming")
-    session = CallSession(meta, speakers, rt.engines, rt.store, rt.bus)
+    session = CallSession(meta, speakers, rt.engines, rt.store, rt.bus, vocabulary)
     rt.sessions[meta.call_id] = session
     try:
         await session.start()

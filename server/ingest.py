@@ -19,7 +19,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -32,6 +32,8 @@ UNSUPPORTED_DATA = 1003
 INVALID_PAYLOAD = 1007
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
+
+MAX_VOCABULARY = 50  # per-call recognizer hints; Whisper keeps about 48 tokens of them
 
 
 class ProtocolError(Exception):
@@ -55,6 +57,10 @@ class NativeStart(BaseModel):
     speakers: list[Literal["rep", "customer", "unknown"]] = Field(min_length=1, max_length=2)
     rep_id: str | None = Field(default=None, max_length=200)
     prior: dict[str, Any] = Field(default_factory=dict)
+    # names the recognizer is biased toward on this call (the account, its people, products)
+    vocabulary: list[Annotated[str, Field(min_length=1, max_length=60)]] = Field(
+        default_factory=list, max_length=MAX_VOCABULARY
+    )
 
     @model_validator(mode="after")
     def _speakers_match_channels(self) -> NativeStart:
@@ -99,6 +105,17 @@ class TwilioStarted:
     stream_sid: str
     speakers: tuple[Speaker, ...]
     custom: dict[str, str]
+
+    @property
+    def vocabulary(self) -> tuple[str, ...]:
+        """``customParameters.vocabulary``: comma-separated names for the recognizer."""
+        return split_vocabulary(self.custom.get("vocabulary", ""))
+
+
+def split_vocabulary(text: str) -> tuple[str, ...]:
+    """Comma-separated names, trimmed, empty ones and anything past ``MAX_VOCABULARY`` left out."""
+    names = (n.strip()[:60] for n in text.split(","))
+    return tuple(n for n in names if n)[:MAX_VOCABULARY]
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from audio.chunk import AudioChunk, Speaker
@@ -104,8 +104,12 @@ class CallSession:
         engines: Engines,
         store: CallStore,
         bus: Bus,
+        vocabulary: tuple[str, ...] = (),
     ) -> None:
         self.meta = meta
+        # the recognizer's hotwords: the playbook's names, then this call's (start message)
+        hints = dict.fromkeys((*engines.playbook.vocabulary_hints(), *vocabulary))
+        self._asr = replace(engines.asr, hotwords=tuple(hints))
         self.call_id = meta.call_id
         self.engines = engines
         self.progress = Progress(speakers)
@@ -186,7 +190,7 @@ class CallSession:
     def _chain(self) -> AsyncIterator[ChainEvent]:
         e = self.engines
         speech = segment(_drain(self._audio), e.detectors, e.segmenter, self.progress)
-        texts = redact(transcribe(speech, e.scheduler, e.asr), e.redactor)
+        texts = redact(transcribe(speech, e.scheduler, self._asr), e.redactor)
         call_date = call_date_of(self.meta.started_at)  # what "by Friday" counts from
         return insights(texts, e.analyzer, e.nlp_executor, call_date)
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from audio.chunk import Samples
 from nlp.asr import PARTIAL, AsrScheduler, TranscriptQueue, UtteranceSilent
-from nlp.transcript import Recognition, Transcript
+from nlp.transcript import NO_CONTEXT, Recognition, RecognitionContext, Transcript
 
 
 def partial(uid: str, text: str) -> Transcript:
@@ -62,7 +62,9 @@ class GatedTranscriber:
         self.gate = threading.Event()
         self.calls = 0
 
-    def recognize(self, audio: Samples, *, with_words: bool) -> Recognition:
+    def recognize(
+        self, audio: Samples, *, with_words: bool, context: RecognitionContext = NO_CONTEXT
+    ) -> Recognition:
         self.gate.wait(10)
         self.calls += 1
         return Recognition(f"clip of {len(audio)}", (), 0.0, -0.1, 1.0)

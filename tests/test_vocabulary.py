@@ -11,6 +11,7 @@ from guidance.playbook import load_playbook, parse_playbook
 from models.registry import whisper_path
 from models.whisper import WhisperOptions, WhisperTranscriber
 from nlp.transcript import RecognitionContext
+from server.ingest import ProtocolError, parse_native_start, split_vocabulary
 
 # A spelling no English speech model produces unprompted; espeak reads it "kwor-vix".
 PRODUCT = "Qworvix"
@@ -75,3 +76,17 @@ def test_a_made_up_product_name_comes_out_right_only_with_the_hint(
     assert PRODUCT.lower() not in without.lower()
     assert PRODUCT.lower() in hinted.text.lower()
     assert any(PRODUCT.lower() in w.text.lower() for w in hinted.words)  # words align too
+
+
+def test_start_messages_carry_the_calls_vocabulary() -> None:
+    start = parse_native_start(
+        '{"type": "start", "encoding": "pcm16", "sample_rate_hz": 16000, "channels": 1,'
+        ' "speakers": ["customer"], "vocabulary": ["Northwind Traders", "Qworvix"]}'
+    )
+    assert start.vocabulary == ["Northwind Traders", "Qworvix"]
+    with pytest.raises(ProtocolError):
+        parse_native_start(
+            '{"type": "start", "encoding": "pcm16", "sample_rate_hz": 16000, "channels": 1,'
+            ' "speakers": ["customer"], "vocabulary": [""]}'
+        )
+    assert split_vocabulary(" Northwind Traders, ,Qworvix ,") == ("Northwind Traders", "Qworvix")
