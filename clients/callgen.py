@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,9 +95,16 @@ def trim(audio: Samples, threshold: float = 0.01) -> Samples:
     return audio[loud[0] : loud[-1] + 1]
 
 
-def render(turns: Sequence[Turn], lead_s: float = 0.5, tail_s: float = 1.5) -> RenderedCall:
+def render(
+    turns: Sequence[Turn],
+    lead_s: float = 0.5,
+    tail_s: float = 1.5,
+    voices: Mapping[Speaker, str] = VOICES,
+) -> RenderedCall:
+    """The turns on one stereo timeline; ``voices`` names the espeak-ng voice of each speaker
+    (``en-gb-scotland``, ``en-us+f2``: ``espeak-ng --voices=en`` lists them)."""
     clips = [
-        (t, espeak(t.text, VOICES[t.speaker], t.rate_wpm, t.pitch, t.amplitude)) for t in turns
+        (t, espeak(t.text, voices[t.speaker], t.rate_wpm, t.pitch, t.amplitude)) for t in turns
     ]
     cursor = lead_s
     spans: list[Spoken] = []

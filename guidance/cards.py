@@ -13,7 +13,9 @@ that card instead of issuing another. Contracts:
 - ``updated`` (same key raised again) is sent at most once per ``update_min_interval_s`` per card;
   raises in between only bump ``times_raised`` and the evidence, shown with the next update.
 - A card issued from a partial transcript is ``provisional``; the utterance's final either
-  ``confirmed`` it or ``withdrawn`` it (a withdrawn card gives its rate-limit slot back).
+  ``confirmed`` it or ``withdrawn`` it (a withdrawn card gives its rate-limit slot back). An
+  utterance that goes quiet for ``provisional_max_s`` without a final (the recognizer dropped
+  it) has its provisional card withdrawn too: a provisional card never stays on screen.
 - ``dismissed``/``used`` come from the rep; the key then stays quiet for its cooldown.
 - A card not raised for ``card_ttl_s`` is stale: raising its key again issues a new card.
 
@@ -102,6 +104,7 @@ class CardDeck:
         self._issued_at_s: dict[Budget, deque[float]] = {"card": deque(), "alert": deque()}
         self._pending: dict[str, Candidate] = {}
         self._provisional: dict[str, str] = {}  # utterance_id -> card_id
+        self._heard_s: dict[str, float] = {}  # utterance_id -> when more of it was last heard
         self._next_id = 1
 
     def offer(self, candidates: list[Candidate], now_s: float) -> list[Card]:
@@ -119,23 +122,22 @@ class CardDeck:
             return []
         card = self._issue(c, now_s, provisional=True)
         self._provisional[utterance_id] = card.card_id
+        self._heard_s[utterance_id] = now_s
         return [card]
+
+    def heard(self, utterance_id: str, now_s: float) -> None:
+        """More of ``utterance_id`` was heard (a partial): its provisional card may stay."""
+        if utterance_id in self._provisional:
+            self._heard_s[utterance_id] = max(self._heard_s[utterance_id], now_s)
 
     def finalize(self, utterance_id: str, candidates: list[Candidate], now_s: float) -> list[Card]:
         """The final of ``utterance_id``: confirm or withdraw its provisional card, then raise
         the final's candidates."""
         out: list[Card] = []
         rest = list(candidates)
-        card_id = self._provisional.pop(utterance_id, None)
-        key = self._key_of_id.get(card_id) if card_id is not None else None
-        slot = self._slots.get(key) if key is not None else None
-        if (
-            slot is not None
-            and slot.card.card_id == card_id
-            and slot.card.provisional
-            and slot.closed_at_s is None
-        ):
-            match = next((c for c in rest if c.key == key), None)
+        slot = self._provisional_slot(utterance_id)
+        if slot is not None:
+            match = next((c for c in rest if c.key == self._key_of_id[slot.card.card_id]), None)
             if match is not None:
                 rest.remove(match)
                 out.append(self._send(slot, match, "confirmed", now_s, raised=False))
@@ -145,8 +147,14 @@ class CardDeck:
         return out
 
     def tick(self, now_s: float) -> list[Card]:
-        """Drop stale waiting cards and issue waiting ones the rate limit now allows."""
+        """Withdraw provisional cards of utterances gone quiet, drop stale waiting cards and
+        issue waiting ones the rate limit now allows."""
         out: list[Card] = []
+        for utterance_id in list(self._provisional):
+            if now_s - self._heard_s[utterance_id] > self._settings.provisional_max_s:
+                slot = self._provisional_slot(utterance_id)
+                if slot is not None:
+                    out.append(self._withdraw(slot, now_s))
         for key, c in list(self._pending.items()):
             if now_s - c.card.audio_end_s > self._settings.max_pending_s:
                 del self._pending[key]
@@ -173,6 +181,22 @@ class CardDeck:
     def cards(self) -> list[Card]:
         """The latest state of every card of the call that was not withdrawn, oldest first."""
         return sorted((s.card for s in self._slots.values()), key=lambda c: int(c.card_id[5:]))
+
+    def _provisional_slot(self, utterance_id: str) -> _Slot | None:
+        """The open provisional card of ``utterance_id``, forgotten as such (the final or
+        the withdrawal settles it once)."""
+        card_id = self._provisional.pop(utterance_id, None)
+        self._heard_s.pop(utterance_id, None)
+        key = self._key_of_id.get(card_id) if card_id is not None else None
+        slot = self._slots.get(key) if key is not None else None
+        if (
+            slot is None
+            or slot.card.card_id != card_id
+            or not slot.card.provisional
+            or slot.closed_at_s is not None
+        ):
+            return None
+        return slot
 
     def _raise(self, c: Candidate, now_s: float) -> list[Card]:
         if self._quiet_reason(c.key, now_s) is not None:

@@ -6,16 +6,24 @@ returns the events to send (``Card``, ``Score``, ``CardActionRejected``), in ord
 I/O, no clock: every cooldown and rate limit counts call audio seconds (``now_s`` is the
 latest audio time seen), so a replayed call produces exactly the same cards.
 
-Which insight gives which card (final customer insights at ``deck.min_confidence`` or more):
-objection labels give the objection card of that type, ``buying_signal`` and ``question`` (by
-question topic) theirs, each competitor entity its battlecard (or the generic ``competitor``
-card), and ``next_step`` from either speaker the next-step card. A stable customer partial at
+Which insight gives which card (final insights at ``deck.min_confidence`` or more, from a
+speaker the card's ``raised_by`` names): objection labels give the objection card of that type,
+``buying_signal`` and ``question`` (by question topic) theirs, each competitor entity its
+battlecard (or the generic ``competitor`` card), ``next_step`` the next-step card. A rep line
+raises a card (only one whose ``raised_by`` names the rep: ``next_step`` in the default
+playbook) when the customer's next final, within ``deck.rep_agreement_s``, agrees to it: it
+starts with one of ``deck.agreement_phrases`` or reads as a next step, buying signal or
+positive, and is no objection. That card quotes the rep's proposal and is stamped with the end
+of the customer's reply, the utterance that triggered it. A stable customer partial at
 ``deck.partial_min_confidence`` with ``deck.partial_min_words`` words issues its most important
-card early as ``provisional``; the final confirms or withdraws it.
+card early as ``provisional``; the final confirms it, or withdraws it when it asks for another
+card or none (another label, a confidence under the threshold); so does an utterance that goes
+quiet for ``deck.provisional_max_s`` without a final.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -45,13 +53,14 @@ CoachEvent = Card | Score | CardActionRejected
 
 
 @dataclass(frozen=True, slots=True)
-class CoachState:
-    """What the coach knows at a moment, e.g. at the end of the call for the summary."""
+class _Proposal:
+    """A rep line that asks for a rep-raised card, waiting for the customer's reply."""
 
-    score: float
-    features: dict[str, float]
-    cards: tuple[Card, ...]
-    next_step_agreed: bool
+    insight: Insight
+    kind: str
+
+
+_AGREEING_LABELS = frozenset({"next_step", "buying_signal", "positive"})
 
 
 class CardActionMessage(BaseModel):
@@ -74,6 +83,8 @@ class Coach:
         self._dynamics = Dynamics(playbook.dynamics, min_confidence=sure)
         self._score = LeadScore(score_model, prior, min_confidence=sure)
         self._now_s = 0.0
+        self._proposal: _Proposal | None = None
+        self._word_probability: dict[str, float] = {}  # final's mean, until its insight
 
     def start(self) -> list[CoachEvent]:
         """The opening score (the prior's contributions as reasons)."""
@@ -81,6 +92,11 @@ class Coach:
 
     def observe_transcript(self, t: Transcript) -> list[CoachEvent]:
         self._advance(t.end_s)
+        if not t.is_final:
+            self._deck.heard(t.utterance_id, t.end_s)
+        elif t.words:
+            mean = sum(w.probability for w in t.words) / len(t.words)
+            self._word_probability[t.utterance_id] = mean
         alerts = self._dynamics.observe_transcript(t)
         return [*self._deck.tick(self._now_s), *self._offer_alerts(alerts)]
 
@@ -90,6 +106,11 @@ class Coach:
         if not i.is_final:
             return out + self._provisional(i)
         candidates = self._candidates(i)
+        if i.speaker == "rep":
+            self._propose(i)
+        else:
+            candidates += self._agreed(i, {c.key for c in candidates})
+        self._word_probability.pop(i.utterance_id, None)
         out += self._deck.finalize(i.utterance_id, candidates, self._now_s)
         out += self._offer_alerts(self._dynamics.observe_insight(i))
         score = self._score.observe(i, self._dynamics.rep_talk_share(TALK_SHARE_PRIOR_S))
@@ -122,14 +143,6 @@ class Coach:
         except CardActionError as e:
             return [CardActionRejected(action.card_id, str(e))]
 
-    def state(self) -> CoachState:
-        return CoachState(
-            score=self._score.score,
-            features=self._score.conversation_features(),
-            cards=tuple(self._deck.cards()),
-            next_step_agreed=self._dynamics.next_step_agreed,
-        )
-
     def _advance(self, audio_s: float) -> None:
         self._now_s = max(self._now_s, audio_s)
 
@@ -144,17 +157,25 @@ class Coach:
             return []
         return list(self._deck.offer_provisional(candidates[0], i.utterance_id, self._now_s))
 
+    def _sure(self, i: Insight) -> bool:
+        """Sure enough of what was said (the intent) and that it was heard right (the final's
+        mean word probability, where the recognizer gave one)."""
+        deck = self._playbook.deck
+        heard = self._word_probability.get(i.utterance_id, 1.0) if i.is_final else 1.0
+        return i.confidence >= deck.min_confidence and heard >= deck.min_word_probability
+
+    def _raises(self, i: Insight, kind: str) -> bool:
+        return i.speaker in self._playbook.raised_by(kind)
+
     def _candidates(self, i: Insight) -> list[Candidate]:
-        """The cards an insight asks for, before de-duplication and rate limiting."""
-        if (
-            i.speaker not in ("rep", "customer")
-            or i.confidence < self._playbook.deck.min_confidence
-        ):
+        """The cards a customer insight asks for, before de-duplication and rate limiting
+        (a rep's line raises a card only through the customer's agreement: ``_agreed``)."""
+        if i.speaker != "customer" or not self._sure(i):
             return []
-        if i.speaker == "rep":
-            return [self._card(i, "next_step", "next_step")] if i.label == "next_step" else []
         out: list[Candidate] = []
         competitors = list(dict.fromkeys(e.value for e in i.entities if e.kind == "competitor"))
+        if not self._raises(i, "competitor"):
+            competitors = []
         for name in competitors:
             battlecard = self._playbook.battlecard(name)
             kind = "competitor"
@@ -169,6 +190,8 @@ class Coach:
             )
         if i.label == "objection_competitor" and competitors:
             return out  # the battlecard is the better answer than the generic objection card
+        if i.label in INTENT_CARD_KINDS and not self._raises(i, i.label):
+            return out
         if i.label == "question":
             topic = self._playbook.topic_for(i.text)
             if topic is not None:
@@ -179,6 +202,37 @@ class Coach:
         if i.label in INTENT_CARD_KINDS:
             out.append(self._card(i, i.label, i.label))
         return out
+
+    def _propose(self, i: Insight) -> None:
+        """A sure rep final asking for a card the rep may raise waits for the reply."""
+        if self._sure(i) and i.label in INTENT_CARD_KINDS and self._raises(i, i.label):
+            self._proposal = _Proposal(i, i.label)
+
+    def _agreed(self, i: Insight, raised: set[str]) -> list[Candidate]:
+        """The rep's pending proposal as a card, if this customer final is the reply and
+        agrees to it. The first customer final after the proposal settles it either way."""
+        proposal, settings = self._proposal, self._playbook.deck
+        if proposal is None or i.speaker != "customer":
+            return []
+        if i.start_s < proposal.insight.end_s - 0.5:
+            return []  # said over the proposal (a backchannel), not a reply to it
+        self._proposal = None
+        if i.start_s - proposal.insight.end_s > settings.rep_agreement_s:
+            return []
+        objection = i.label.startswith("objection") and self._sure(i)
+        said = i.text.casefold().lstrip(" \"'.,-")
+        yes = any(
+            said.startswith(p) and not said[len(p) : len(p) + 1].isalnum()
+            for p in settings.agreement_phrases
+        )
+        if objection or not (yes or (i.label in _AGREEING_LABELS and self._sure(i))):
+            return []
+        if proposal.kind in raised:
+            return []  # the reply raised the same card itself
+        rep_said = proposal.insight
+        card = self._card(rep_said, proposal.kind, proposal.kind, f"The customer agreed: {i.text}")
+        draft = dataclasses.replace(card.card, audio_end_s=i.end_s, utterance_id=i.utterance_id)
+        return [Candidate(card.key, draft)]
 
     def _card(
         self,

@@ -63,6 +63,28 @@ class CardTemplate(_Strict):
     responses: Annotated[tuple[Line, ...], Field(min_length=1, max_length=3)]
 
 
+Raiser = Literal["customer", "rep"]
+
+
+class IntentCardTemplate(CardTemplate):
+    """An intent card, and whose lines may raise it (``raised_by``, default the customer's).
+
+    A customer line raises the card as soon as its insight is sure enough. A rep line (only
+    for a card whose ``raised_by`` names ``rep``, e.g. ``next_step``) raises it once the
+    customer's reply agrees to it: a rep describing a problem, or proposing a meeting the
+    customer turns down, is no next step. Battlecards and question topics follow the
+    ``raised_by`` of ``competitor`` and ``question``."""
+
+    raised_by: Annotated[tuple[Raiser, ...], Field(min_length=1, max_length=2)] = ("customer",)
+
+    @field_validator("raised_by")
+    @classmethod
+    def _distinct(cls, v: tuple[Raiser, ...]) -> tuple[Raiser, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError("lists a speaker twice")
+        return v
+
+
 class QuestionTopic(CardTemplate):
     """A customer question whose text contains one of ``keywords`` gets this card."""
 
@@ -71,16 +93,16 @@ class QuestionTopic(CardTemplate):
 
 
 class IntentCards(_Strict):
-    objection_price: CardTemplate
-    objection_timing: CardTemplate
-    objection_authority: CardTemplate
-    objection_need: CardTemplate
-    objection_competitor: CardTemplate
-    objection_trust: CardTemplate
-    buying_signal: CardTemplate
-    question: CardTemplate
-    next_step: CardTemplate
-    competitor: CardTemplate  # a competitor named that has no battlecard
+    objection_price: IntentCardTemplate
+    objection_timing: IntentCardTemplate
+    objection_authority: IntentCardTemplate
+    objection_need: IntentCardTemplate
+    objection_competitor: IntentCardTemplate
+    objection_trust: IntentCardTemplate
+    buying_signal: IntentCardTemplate
+    question: IntentCardTemplate
+    next_step: IntentCardTemplate
+    competitor: IntentCardTemplate  # a competitor named that has no battlecard
 
 
 class AlertCards(_Strict):
@@ -107,6 +129,20 @@ class DeckSettings(_Strict):
     min_confidence: Ratio = 0.4  # held-out sweep: python -m bench.bench_cards --threshold-sweep
     partial_min_confidence: Ratio = 0.8
     partial_min_words: Annotated[int, Field(ge=1, le=50)] = 4
+    # A final's cards also need the recognizer's mean word probability this high (0: off).
+    min_word_probability: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    provisional_max_s: Seconds = 8.0  # a provisional card whose utterance went quiet: withdrawn
+    rep_agreement_s: Seconds = 20.0  # a rep-raised card waits this long for the customer's yes
+    agreement_phrases: tuple[Annotated[str, Field(min_length=2)], ...] = (
+        "yes", "yeah", "yep", "sure", "okay", "ok", "sounds good", "that works", "works for me",
+        "perfect", "great", "absolutely", "definitely", "of course", "please do", "let's do it",
+        "good idea", "that would help", "i'd like that", "why not",
+    )  # fmt: skip
+
+    @field_validator("agreement_phrases")
+    @classmethod
+    def _lower_phrases(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(p.lower() for p in v)
 
 
 class DynamicsSettings(_Strict):
@@ -153,6 +189,13 @@ class Playbook(_Strict):
         for name in (*self.vocabulary, *self.competitors):
             seen.setdefault(name.strip().casefold(), name.strip())
         return tuple(seen.values())
+
+    def raised_by(self, kind: str) -> tuple[Raiser, ...]:
+        """Whose lines may raise the intent card ``kind`` (KeyError for a kind that is none)."""
+        if kind not in INTENT_CARD_KINDS:
+            raise KeyError(kind)
+        template: IntentCardTemplate = getattr(self.cards, kind)
+        return template.raised_by
 
     def card(self, kind: str) -> CardTemplate:
         """The template of an intent or alert kind; KeyError for a kind the playbook lacks."""

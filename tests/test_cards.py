@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ from guidance.playbook import INTENT_CARD_KINDS, DeckSettings, load_playbook
 from guidance.score import load_score_model
 from nlp.insight import Entity, Insight
 from nlp.transcript import Transcript
-from server.wire import dumps
+from server.wire import to_wire
 
 PLAYBOOK = load_playbook()
 MODEL = load_score_model()
@@ -158,7 +159,7 @@ def test_same_objection_again_updates_the_card() -> None:
 def test_card_event_is_wire_json() -> None:
     """A card serialises to JSON with type "card" and nested evidence."""
     [card] = cards(Coach(PLAYBOOK, MODEL).observe_insight(OBJECTIONS[0]))
-    wire = json.loads(dumps(card))
+    wire = json.loads(json.dumps(to_wire(card)))
     assert wire["type"] == "card" and wire["evidence"]["quote"] == OBJECTIONS[0].text
     assert wire["state"] == "issued" and wire["provisional"] is False
 
@@ -288,12 +289,17 @@ def test_dismissed_card_stays_quiet_for_its_cooldown() -> None:
     assert again.state == "issued" and again.card_id != card.card_id
 
 
-def test_used_card_recorded_in_state() -> None:
-    """A used card shows as used in the coach state the summary reads."""
+def test_used_card_is_sent_as_used_and_stays_used() -> None:
+    """Using a card sends that card in state ``used``; it stays used: another action on it
+    sends nothing, and the same signal raised again within the used cooldown adds no card."""
     coach = Coach(PLAYBOOK, MODEL)
     [card] = cards(coach.observe_insight(WARM[0]))
-    coach.act({"type": "card_action", "card_id": card.card_id, "action": "used"})
-    assert [c.state for c in coach.state().cards] == ["used"]
+    [used] = coach.act({"type": "card_action", "card_id": card.card_id, "action": "used"})
+    assert isinstance(used, Card) and (used.card_id, used.state) == (card.card_id, "used")
+    assert dataclasses.replace(used, state="issued") == card
+    assert coach.act({"type": "card_action", "card_id": card.card_id, "action": "dismissed"}) == []
+    again = insight("buying_signal", "This is exactly what we need.", 300.0, 302.0)
+    assert run(coach, [again]) == []  # 600 s used cooldown
 
 
 @pytest.mark.parametrize(
@@ -343,3 +349,136 @@ def test_the_reps_opening_does_not_read_as_talking_too_much() -> None:
         insight("other", "okay I see what you mean there", 160.5, 200.5),
     ]
     assert talk_cost(long_pitch) > 8.0
+
+
+REP_TRIGGERS = [
+    ("objection_price", "Is the price a concern for your team?"),
+    ("buying_signal", "Most teams want to start the same week."),
+    ("question", "How many reps are on your team today?"),
+    ("next_step", "Your new hires struggle to follow up on leads quickly."),
+    ("objection_need", "A lot of teams think they don't need this at first."),
+]
+
+
+@pytest.mark.parametrize(("label", "text"), REP_TRIGGERS)
+def test_a_rep_line_alone_raises_no_card(label: str, text: str) -> None:
+    """The rep's own words, however sure the intent, raise no card by themselves; a customer
+    line that does not reply to them (small talk, said over the rep) does not agree either."""
+    coach = Coach(PLAYBOOK, MODEL)
+    said = insight(label, text, 10.0, 13.0, speaker="rep")
+    over = insight("positive", "Yes.", 11.0, 11.4)  # a backchannel during the rep's line
+    later = insight("small_talk", "Anyway, how was your weekend?", 60.0, 62.0)
+    assert run(coach, [said, over, later]) == []
+
+
+def test_a_rep_proposal_the_customer_agrees_to_raises_a_next_step_card() -> None:
+    """A rep's next-step proposal followed by the customer's yes raises the next-step card:
+    it quotes the rep, and is stamped with the end of the customer's reply that triggered it."""
+    coach = Coach(PLAYBOOK, MODEL)
+    proposal = insight(
+        "next_step", "Could we get thirty minutes next week?", 10.0, 12.5, speaker="rep"
+    )
+    reply = insight("other", "Sure, that works.", 13.2, 14.4)
+    [card] = run(coach, [proposal, reply])
+    assert (card.kind, card.state, card.audio_end_s) == ("next_step", "issued", 14.4)
+    assert card.evidence is not None and card.evidence.speaker == "rep"
+    assert card.evidence.quote == proposal.text and "Sure, that works." in card.detail
+    assert card.utterance_id == reply.utterance_id
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        (insight("objection_timing", "Sure, but not before January.", 13.0, 15.0), "objection"),
+        (insight("other", "Let me think about it.", 13.0, 14.5), "no yes"),
+        (insight("positive", "Sure, that works.", 40.0, 41.0), "too late"),
+        (insight("objection_need", "No, that doesn't work for us.", 13.0, 14.5), "a no"),
+    ],
+)
+def test_a_proposal_the_customer_does_not_agree_to_raises_nothing(reply: Insight, why: str) -> None:
+    """An objection, a reply that is no agreement, or one after ``rep_agreement_s``, and the
+    rep's proposal raises no card; the proposal is settled by that reply."""
+    coach = Coach(PLAYBOOK, MODEL)
+    proposal = insight("next_step", "Shall we book a demo on Friday?", 10.0, 12.0, speaker="rep")
+    got = run(coach, [proposal, reply, insight("positive", "Okay.", 45.0, 45.5)])
+    assert [c.kind for c in got if c.kind == "next_step"] == [], why
+
+
+def test_a_reply_that_names_the_next_step_itself_gives_one_card_quoting_the_customer() -> None:
+    """When the customer's reply is itself a next step, one next-step card quotes the
+    customer, not the rep."""
+    coach = Coach(PLAYBOOK, MODEL)
+    proposal = insight("next_step", "Can we meet on Tuesday?", 10.0, 11.5, speaker="rep")
+    reply = insight("next_step", "Yes, Tuesday at ten works for me.", 12.0, 14.0)
+    [card] = run(coach, [proposal, reply])
+    assert card.evidence is not None and card.evidence.speaker == "customer"
+
+
+def test_raised_by_is_the_playbooks_choice() -> None:
+    """With next_step raised by the customer only, an agreed rep proposal raises nothing; a
+    playbook naming a speaker twice or an unknown one does not load."""
+    from guidance.errors import PlaybookError
+    from guidance.playbook import parse_playbook
+
+    assert PLAYBOOK.raised_by("next_step") == ("customer", "rep")
+    assert PLAYBOOK.raised_by("objection_price") == ("customer",)
+    text = (Path(__file__).parents[1] / "guidance" / "playbook.yaml").read_text()
+    customer_only = parse_playbook(
+        text.replace("raised_by: [customer, rep]", "raised_by: [customer]")
+    )
+    coach = Coach(customer_only, MODEL)
+    proposal = insight("next_step", "Could we meet next week?", 10.0, 12.0, speaker="rep")
+    assert run(coach, [proposal, insight("other", "Sure, that works.", 12.5, 13.5)]) == []
+    for bad, problem in [("[customer, customer]", "twice"), ("[manager]", "raised_by")]:
+        with pytest.raises(PlaybookError, match=problem):
+            parse_playbook(text.replace("raised_by: [customer, rep]", f"raised_by: {bad}"))
+
+
+def test_a_provisional_card_is_withdrawn_when_the_final_is_unsure() -> None:
+    """A final with the same label but a confidence under the card threshold withdraws the
+    partial's card."""
+    coach = Coach(PLAYBOOK, MODEL)
+    partial = insight("objection_price", "the price is not a", 1.0, 2.0, final=False, uid="u1")
+    [early] = cards(coach.observe_insight(partial))
+    final = insight(
+        "objection_price", "The price is not a problem at all.", 1.0, 3.5, uid="u1",
+        confidence=0.3,
+    )  # fmt: skip
+    [withdrawn] = cards(coach.observe_insight(final))
+    assert (withdrawn.card_id, withdrawn.state) == (early.card_id, "withdrawn")
+
+
+def test_a_provisional_card_is_withdrawn_when_its_utterance_never_gets_a_final() -> None:
+    """Partials keep a provisional card up; once its utterance has been quiet for
+    ``provisional_max_s`` with no final (the recognizer dropped it), the card is withdrawn."""
+    coach = Coach(PLAYBOOK, MODEL)
+    partial = insight("objection_price", "the price is just too", 1.0, 2.0, final=False, uid="u1")
+    coach.observe_transcript(transcript_of(partial))
+    [early] = cards(coach.observe_insight(partial))
+    for t_s in (2.6, 3.2, 3.8):  # more partials of the same utterance
+        coach.observe_transcript(dataclasses.replace(transcript_of(partial), end_s=t_s))
+    assert cards(coach.tick(3.8 + PLAYBOOK.deck.provisional_max_s - 0.5)) == []
+    [withdrawn] = cards(coach.tick(3.8 + PLAYBOOK.deck.provisional_max_s + 0.5))
+    assert (withdrawn.card_id, withdrawn.state) == (early.card_id, "withdrawn")
+    late = insight("objection_price", "The price is just too high.", 1.0, 4.0, uid="u1")
+    assert [c.state for c in cards(coach.observe_insight(late))] == ["issued"]
+
+
+@pytest.mark.parametrize(("probability", "carded"), [(0.9, True), (0.51, True), (0.45, False)])
+def test_a_final_the_recognizer_was_unsure_of_raises_no_card(
+    probability: float, carded: bool
+) -> None:
+    """A final whose words the recognizer gave a mean probability under
+    ``deck.min_word_probability`` (0.5) raises no card, however sure the intent."""
+    from nlp.transcript import Word
+
+    assert PLAYBOOK.deck.min_word_probability == 0.5
+    coach = Coach(PLAYBOOK, MODEL)
+    said = insight("objection_need", "Not in an empty map problem.", 5.0, 7.0)
+    words = tuple(
+        Word(" " + w, 5.0 + 0.4 * k, 5.3 + 0.4 * k, probability)
+        for k, w in enumerate(said.text.split())
+    )
+    coach.observe_transcript(dataclasses.replace(transcript_of(said), words=words))
+    got = cards(coach.observe_insight(said))
+    assert [c.kind for c in got] == (["objection_need"] if carded else [])

@@ -207,4 +207,8 @@ def test_objection_counts_from_the_card_threshold() -> None:
     assert score.delta < 0 and any(
         r.startswith("-") and "price objection" in r for r in score.reasons
     )
-    assert coach.state().features["objections"] == 1.0
+    # Counted exactly once: the coach's score event is the one a lead score that saw this
+    # one objection gives, and that lead score's features hold one objection.
+    counted = LeadScore(MODEL, min_confidence=sure)
+    alone = counted.observe(dataclasses.replace(unsure_said, confidence=0.42))
+    assert alone == score and counted.conversation_features()["objections"] == 1.0
