@@ -17,26 +17,30 @@ from typing import Any
 
 import uvicorn
 
+from nlp.insight import Insight
+from nlp.transcript import Transcript
 from server.app import Runtime, build_app
 from server.auth import Authenticator
 from server.bus import Bus
+from server.clock import SystemClock
 from server.engines import load_engines, open_store
-from server.handoff import hand_off_call
+from server.handoff import call_events, hand_off_call
 from server.redis_bus import RedisBus
 from server.retention import retention
 from server.session import Engines
 from server.settings import Settings
 from server.store import CallStore
-from server.wire import Status, to_wire
+from server.wire import Status, WireError, to_wire
 
 log = logging.getLogger("cuecard")
 
 
 async def build_runtime(settings: Settings) -> Runtime:
-    store = await open_store(settings)
+    clock = SystemClock()  # the one clock: stores, webhooks and the runtime read it
+    store = await open_store(settings, clock)
     try:
         engines = await asyncio.get_running_loop().run_in_executor(
-            None, load_engines, settings, store
+            None, load_engines, settings, store, clock
         )
     except BaseException:
         await store.close()
@@ -45,7 +49,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         await engines.webhooks.start()
     await mark_interrupted(store, engines)
     bus = Bus() if settings.store == "sqlite" else RedisBus(settings.store)
-    rt = Runtime(settings, engines, store, bus, Authenticator(settings.resolved_token()))
+    rt = Runtime(settings, engines, store, bus, Authenticator(settings.resolved_token()), clock)
 
     async def act_here(call_id: str, message: dict[str, Any]) -> list[dict[str, Any]] | None:
         session = rt.sessions.get(call_id)
@@ -65,8 +69,12 @@ async def mark_interrupted(store: CallStore, engines: Engines) -> list[str]:
     ended call (summary of what was stored, stored, webhooks): the CRM hears of it too."""
     interrupted = await store.mark_live_calls_interrupted()
     for call_id in interrupted:
-        events = await store.events(call_id)
-        audio_s = max((float(e.get("end_s") or 0.0) for e in events), default=0.0)
+        try:
+            events = await call_events(store, call_id)
+        except WireError:  # a damaged history still gets its closing status
+            log.exception("call %s: a stored event is unreadable", call_id)
+            events = []
+        audio_s = max((e.end_s for e in events if isinstance(e, Transcript | Insight)), default=0.0)
         status = Status("interrupted", "the server stopped during the call", audio_s)
         await store.append(call_id, to_wire(status))
         try:

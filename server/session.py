@@ -49,9 +49,11 @@ from nlp.insight import Insight, InsightFailed, insights
 from nlp.redaction import Redactor, redact
 from nlp.transcript import Transcript
 from server.bus import Bus
+from server.clock import call_date_of
+from server.handoff import hand_off_call
 from server.store import CallMeta, CallStatus, CallStore
-from server.webhooks import WebhookSender, call_date_of, hand_off_call
-from server.wire import Status, StatusState, to_wire
+from server.webhooks import WebhookSender
+from server.wire import Status, StatusState, WireEvent, is_durable, to_wire
 
 log = logging.getLogger(__name__)
 
@@ -245,12 +247,10 @@ class CallSession:
             log.exception("call %s: summary failed", self.call_id)
             await self._emit(Status("degraded", "summary failed", self.audio_s))
 
-    async def _emit(self, event: Any, *, durable: bool | None = None) -> None:
-        """Store (unless it is provisional: a partial, a provisional card), then publish."""
+    async def _emit(self, event: WireEvent, *, durable: bool | None = None) -> None:
+        """Store (what ``is_durable`` says is stored), then publish."""
         wire = to_wire(event)
-        if durable is None:
-            durable = getattr(event, "is_final", True) and not getattr(event, "provisional", False)
-        if durable:
+        if durable if durable is not None else is_durable(event):
             wire["seq"] = await self._store.append(self.call_id, wire)
         self._bus.publish(self.call_id, wire)
 

@@ -32,8 +32,6 @@ from typing import Any
 import httpx
 
 from server.clock import Clock, SystemClock
-from server.clock import call_date_of as call_date_of  # for server.session until it switches
-from server.handoff import hand_off_call as hand_off_call  # for server.session until it switches
 from server.store import CallStatus, CallStore, DeliveryAttempt, DeliveryOutcome, StoreError
 
 log = logging.getLogger("cuecard.webhooks")

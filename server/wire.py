@@ -5,6 +5,7 @@ its fields hold JSON values, tuples, dicts or nested dataclasses (``Word``, ``En
 ``Prosody``, ``Evidence``, ``Moment``...). A field whose metadata says ``wire=False`` (e.g. a
 transcript's audio) never leaves the process.
 
+- ``is_durable(event)``: stored, or only shown (partials, provisional cards).
 - ``to_wire(event)``: the JSON-ready dict, ``type`` first, floats rounded to 4 decimals.
 - ``from_wire(data)``: a stored or received dict back into its dataclass, nested ones
   included. The ``type`` key picks the class; ``seq`` (added by the store) and keys no field
@@ -47,6 +48,16 @@ class Status:
 
 WireEvent = Transcript | Insight | Card | Score | Status | Summary | CardActionRejected
 WIRE_EVENTS: tuple[type[WireEvent], ...] = typing.get_args(WireEvent)
+
+
+def is_durable(event: WireEvent) -> bool:
+    """Whether the event is stored (before anyone sees it) or only shown: partial transcripts
+    and their insights, and provisional cards, are shown and never stored."""
+    if isinstance(event, Transcript | Insight):
+        return event.is_final
+    if isinstance(event, Card):
+        return not event.provisional
+    return True
 
 
 class WireError(ValueError):
