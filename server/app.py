@@ -183,7 +183,7 @@ async def _native_loop(rt: Runtime, ws: WebSocket, call_id: str, call: _AudioCal
         elif _is_stop(msg.get("text")):
             await session.feed(decoder.flush())
             await _close_session(rt, session, "ended", "stop message")
-            await ws.close(1000, "call ended")
+            await _safe_close(ws, 1000, "call ended")  # the client may be gone already
             return
         else:
             raise ProtocolError(INVALID_PAYLOAD, 'text frames after start must be {"type":"stop"}')
