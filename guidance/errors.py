@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import ValidationError
+
 
 class GuidanceError(Exception):
     retryable: ClassVar[bool] = False
@@ -40,3 +42,18 @@ class CardActionError(GuidanceError):
 
 class HistoryError(GuidanceError):
     """The message names the file and the line number."""
+
+
+def describe_validation(
+    error: ValidationError, *, root: str = "(top level)", limit: int = 1, inputs: bool = False
+) -> str:
+    """The one wording of a pydantic error in every message Cuecard writes: ``path: what is
+    wrong`` for the first ``limit`` problems (``root`` names an empty path), then ``(and N
+    more)``; with ``inputs``, each problem also says what it got."""
+    problems = [
+        f"{'.'.join(str(p) for p in item['loc']) or root}: {item['msg']}"
+        + (f" (got {item['input']!r})" if inputs else "")
+        for item in error.errors(include_url=False)
+    ]
+    more = len(problems) - limit
+    return "; ".join(problems[:limit]) + (f" (and {more} more)" if more > 0 else "")

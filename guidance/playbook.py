@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from guidance.datafile import read_data_file
-from guidance.errors import PlaybookError
+from guidance.errors import PlaybookError, describe_validation
 
 IntentCardKind = Literal[
     "objection_price",
@@ -244,14 +244,4 @@ def parse_playbook(text: str, name: str = "<string>") -> Playbook:
     try:
         return Playbook.model_validate(data)
     except ValidationError as e:
-        raise PlaybookError(f"playbook {name}: " + _describe(e)) from e
-
-
-def _describe(error: ValidationError) -> str:
-    problems = []
-    for item in error.errors(include_url=False):
-        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        problems.append(f"{path}: {item['msg']}")
-    shown = "; ".join(problems[:5])
-    more = len(problems) - 5
-    return shown + (f" (and {more} more)" if more > 0 else "")
+        raise PlaybookError(f"playbook {name}: " + describe_validation(e, limit=5)) from e

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from guidance.datafile import read_data_file
-from guidance.errors import PriorError, ScoreModelError
+from guidance.errors import PriorError, ScoreModelError, describe_validation
 from nlp.insight import Insight
 
 COUNT_CAP = 6.0
@@ -89,11 +89,8 @@ def parse_prior(data: Mapping[str, Any] | None) -> Prior | None:
     try:
         return Prior.model_validate(dict(data))
     except ValidationError as e:
-        problems = [
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err['input']!r})"
-            for err in e.errors(include_url=False)
-        ]
-        raise PriorError("invalid prior: " + "; ".join(problems)) from e
+        problems = describe_validation(e, limit=len(e.errors()), inputs=True)
+        raise PriorError("invalid prior: " + problems) from e
 
 
 def prior_features(prior: Prior | None) -> dict[str, float]:
@@ -168,9 +165,7 @@ def load_score_model(path: str | Path | None = None) -> ScoreModel:
     try:
         parsed = _ModelFile.model_validate_json(text)
     except ValidationError as e:
-        first = e.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ScoreModelError(f"score model {name}: {where}: {first['msg']}") from e
+        raise ScoreModelError(f"score model {name}: {describe_validation(e)}") from e
     features = {
         k: FeatureSpec(v.weight, v.description, v.up or k, v.down or k)
         for k, v in parsed.features.items()

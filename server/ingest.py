@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from audio.chunk import AudioChunk, Speaker
 from audio.codec import AudioFormatError, ChannelDecoder, StreamFormat
+from guidance.errors import describe_validation
 
 # RFC 6455 close codes used here
 UNSUPPORTED_DATA = 1003
@@ -82,9 +83,8 @@ def parse_native_start(message: str | bytes | None) -> NativeStart:
     try:
         return NativeStart.model_validate_json(message)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "message"
-        raise ProtocolError(INVALID_PAYLOAD, f"bad start message: {where}: {first['msg']}") from err
+        why = describe_validation(err, root="message")
+        raise ProtocolError(INVALID_PAYLOAD, f"bad start message: {why}") from err
 
 
 def native_decoder(start: NativeStart, max_frame_bytes: int) -> ChannelDecoder:

@@ -26,6 +26,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, create_mod
 
 from guidance.cards import Card
 from guidance.coach import CardActionRejected
+from guidance.errors import describe_validation
 from guidance.score import Score
 from guidance.summary import Summary
 from nlp.insight import Insight
@@ -83,9 +84,9 @@ def from_wire(data: Mapping[str, Any]) -> WireEvent:
     try:
         return read(data)
     except ValidationError as err:
-        first = err.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(event)"
-        raise WireError(f"malformed {kind} event: {where}: {first['msg']}") from err
+        raise WireError(
+            f"malformed {kind} event: {describe_validation(err, root='(event)')}"
+        ) from err
 
 
 def _fields(obj: Any) -> dict[str, Any]:
