@@ -15,10 +15,13 @@ p50/p95 of:
   updated) received minus the scripted end of the utterance (negative: on screen before the
   customer finished).
 
-``--threshold-sweep`` instead runs the held-out intent set (``nlp/data/intents_test.jsonl``)
-through the coach at several ``deck.min_confidence`` values and prints card precision.
+``--threshold-sweep`` instead runs the held-out intent set (``nlp/data/intents_test.jsonl``,
+or with ``--dataset FILE`` a TSV of ``label<TAB>text`` lines with a header, such as the outside
+lines of ``../shared/intent-dev/utterances.tsv``) through the coach at several
+``deck.min_confidence`` values and prints card precision and recall.
 
-    python -m bench.bench_cards [--runs 1] [--json OUT] [--events EVENTS.jsonl] | --threshold-sweep
+    python -m bench.bench_cards [--runs 1] [--json OUT] [--events EVENTS.jsonl]
+    python -m bench.bench_cards --threshold-sweep [--dataset FILE.tsv]
 """
 
 from __future__ import annotations
@@ -165,7 +168,17 @@ async def run(runs: int, events_path: Path | None = None) -> dict[str, Any]:
     }
 
 
-def threshold_sweep(thresholds: tuple[float, ...]) -> list[dict[str, Any]]:
+def tsv_examples(path: Path) -> list[Any]:
+    """``label<TAB>text`` rows after a header line (intent-dev's format), as examples."""
+    from nlp.intent import Example
+
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()[1:]]
+    return [Example(text=r[1], label=r[0]) for r in rows if len(r) >= 2]
+
+
+def threshold_sweep(
+    thresholds: tuple[float, ...], dataset: Path | None = None
+) -> list[dict[str, Any]]:
     """Card precision and recall of the coach on the held-out intents at each threshold.
 
     Each line is a final customer utterance to a fresh coach. A card is right when its kind is
@@ -177,11 +190,14 @@ def threshold_sweep(thresholds: tuple[float, ...]) -> list[dict[str, Any]]:
     from guidance.coach import Coach
     from guidance.playbook import INTENT_CARD_KINDS, load_playbook
     from guidance.score import load_score_model
-    from nlp.analyze import load_analyzer, load_embedder
+    from models.registry import load_embedder
+    from nlp.analyze import load_analyzer
     from nlp.insight import Insight
     from nlp.intent import DATA_DIR, load_examples
 
-    examples = load_examples(DATA_DIR / "intents_test.jsonl")
+    examples = (
+        load_examples(DATA_DIR / "intents_test.jsonl") if dataset is None else tsv_examples(dataset)
+    )
     analyzer = load_analyzer(load_embedder(threads=2))
     texts = [x.text for x in examples]
     analyses = analyzer.analyze_many(texts, call_date=dt.date(2026, 1, 5))
@@ -227,9 +243,10 @@ def main() -> None:
     parser.add_argument("--json")
     parser.add_argument("--events", type=Path, help="also append every event here (JSON lines)")
     parser.add_argument("--threshold-sweep", action="store_true")
+    parser.add_argument("--dataset", type=Path, help="TSV (label, text) for --threshold-sweep")
     args = parser.parse_args()
     if args.threshold_sweep:
-        report: Any = threshold_sweep((0.3, 0.35, 0.4, 0.45, 0.5, 0.6))
+        report: Any = threshold_sweep((0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7), args.dataset)
     else:
         report = asyncio.run(run(args.runs, args.events))
     print(json.dumps(report, indent=2))
