@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from nlp.analyze import load_analyzer, load_embedder
+from models.registry import load_embedder
+from nlp.analyze import load_analyzer
 from nlp.intent import DATA_DIR, EmbeddingIntentClassifier, IntentOptions, load_examples
 
 

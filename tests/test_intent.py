@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nlp.analyze import analyze_command, register
 from nlp.intent import (
     DATA_DIR,
     DataFileError,
@@ -19,11 +18,15 @@ from nlp.intent import (
     HeadParams,
     IntentOptions,
     LinearHead,
+    expected_calibration_error,
+    fit_temperature,
     load_examples,
     score_predictions,
     stratified_folds,
     train_head,
 )
+from server.intent_cli import TRAIN_FILES, analyze_command, register
+from server.intent_train import asr_variant, default_dev_path, load_dev, near_duplicates
 
 
 class KeywordEmbedder:
@@ -94,13 +97,15 @@ def test_low_confidence_becomes_other() -> None:
 
 
 def test_head_round_trips_through_npz(tmp_path: Path) -> None:
-    """A saved head loads back with identical labels, vocabulary and probabilities."""
+    """A saved head loads back with identical labels, vocabulary, temperature, probabilities."""
     emb = KeywordEmbedder(["a", "b"])
     texts = ["a a", "a x", "b b", "b y"]
     head = train_head(emb.embed(texts), texts, ["x", "x", "y", "y"], HeadParams(min_count=1))
+    head = head.with_temperature(1.7)
     head.save(tmp_path / "h.npz")
     back = LinearHead.load(tmp_path / "h.npz")
     assert back.labels == head.labels and back.words.vocab == head.words.vocab
+    assert back.temperature == pytest.approx(1.7)
     x = emb.embed(["a b"])
     np.testing.assert_allclose(
         back.probabilities(x, ["a b"]), head.probabilities(x, ["a b"]), atol=1e-6
@@ -133,9 +138,60 @@ def test_stratified_folds_partition_rows_and_spread_labels() -> None:
     assert all({labels[i] for i in f} == {"a", "b"} for f in folds)
 
 
+def test_temperature_cools_overconfident_logits() -> None:
+    """Logits that are right 60 % of the time at ~100 % confidence get a temperature > 1,
+    and the calibrated confidence has a lower ECE than the raw one."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 500)
+    right = rng.random(500) < 0.6
+    top = np.where(right, y, (y + 1) % 3)
+    logits = np.zeros((500, 3))
+    logits[np.arange(500), top] = 8.0
+    t = fit_temperature(logits, y)
+    assert t > 1.5
+
+    def ece(temp: float) -> float:
+        z = np.exp(logits / temp)
+        p = z / z.sum(axis=1, keepdims=True)
+        return expected_calibration_error(p.max(axis=1), (p.argmax(axis=1) == y).astype(float))
+
+    assert ece(t) < ece(1.0) - 0.2
+
+
+def test_expected_calibration_error_hand_case() -> None:
+    """Half the rows at confidence 0.9 all right, half at 0.3 all wrong: ECE = (0.1 + 0.3) / 2."""
+    conf = np.array([0.9, 0.9, 0.3, 0.3])
+    assert expected_calibration_error(conf, np.array([1.0, 1.0, 0.0, 0.0])) == pytest.approx(0.2)
+
+
+def test_asr_variant_is_lowercase_unpunctuated_and_seeded() -> None:
+    """The ASR-style copy drops case and punctuation, keeps most words, and repeats per seed."""
+    text = "Honestly, I'd have to run this by my boss before we go any further."
+    a = asr_variant(text, np.random.default_rng(3))
+    assert a == asr_variant(text, np.random.default_rng(3))
+    assert a == a.lower() and not set(",.?!") & set(a)
+    assert len(set(a.split()) & set(text.lower().replace(",", "").replace(".", "").split())) >= 10
+
+
+def test_near_duplicates_catch_reworded_copies() -> None:
+    """Case, punctuation and a changed word still count as the same utterance; others do not."""
+    hits = near_duplicates(
+        ["We'd have to run it by legal.", "how's the weather there", "Send me the contract"],
+        ["we'd have to run it by legal", "Is the weather nice where you are today?"],
+    )
+    assert [a for a, _ in hits] == ["We'd have to run it by legal."]
+
+
+def test_shipped_train_files_do_not_near_duplicate_the_held_out_split() -> None:
+    """No train line is a near duplicate (Jaccard >= 0.8 or difflib >= 0.88) of a test line."""
+    train = [e.text for p in TRAIN_FILES for e in load_examples(p)]
+    test = [e.text for e in load_examples(DATA_DIR / "intents_test.jsonl")]
+    assert near_duplicates(train, test) == []
+
+
 def test_shipped_held_out_split_is_disjoint_from_train() -> None:
     """No held-out utterance appears in the training data, and both cover the same labels."""
-    train = load_examples(DATA_DIR / "intents.jsonl")
+    train = [e for p in TRAIN_FILES for e in load_examples(p)]
     test = load_examples(DATA_DIR / "intents_test.jsonl")
     norm = lambda s: "".join(ch for ch in s.lower() if ch.isalnum())  # noqa: E731
     assert not {norm(e.text) for e in train} & {norm(e.text) for e in test}
@@ -205,6 +261,23 @@ def test_real_classifier_on_clear_utterances(embedder) -> None:  # type: ignore[
     }
     got = [r.label for r in clf.classify(list(cases))]
     assert got == list(cases.values())
+
+
+_DEV = default_dev_path()
+DEV_CLEAR_FLOOR = 0.70  # measured 0.77 for the shipped head (see the report), minus margin
+
+
+@pytest.mark.model
+@pytest.mark.skipif(_DEV is None, reason="../shared/intent-dev is not next to this checkout")
+def test_shipped_head_on_outside_clear_lines(embedder) -> None:  # type: ignore[no-untyped-def]
+    """On intent-dev's clear lines (never trained on) the shipped head keeps a macro-F1 floor."""
+    assert _DEV is not None
+    rows = [r for r in load_dev(_DEV) if r.clear]
+    clf = EmbeddingIntentClassifier.load(embedder, IntentOptions())
+    got = [r.label for r in clf.classify([r.text for r in rows])]
+    labels = sorted({r.label for r in rows})
+    m = score_predictions([r.label for r in rows], got, labels)
+    assert m.macro_f1 >= DEV_CLEAR_FLOOR, m.macro_f1
 
 
 def _args(*argv: str) -> argparse.Namespace:
