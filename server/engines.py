@@ -6,6 +6,7 @@ naming the variable."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from audio.prosody import ProsodyTracker
 from audio.segmenter import SegmenterOptions
@@ -14,9 +15,8 @@ from guidance.errors import PlaybookError
 from guidance.playbook import Playbook, load_playbook
 from guidance.score import load_score_model
 from guidance.summary import BuiltinSummarizer, Summarizer
-from models.registry import load_embedder, silero_path, whisper_path
-from models.vad import silero_factory, webrtc_factory
-from models.whisper import WhisperOptions, WhisperTranscriber
+from models import registry
+from models.registry import load_embedder
 from nlp.analyze import load_analyzer
 from nlp.asr import AsrOptions, AsrScheduler
 from nlp.redaction import Redactor
@@ -26,20 +26,18 @@ from server.settings import Settings, SettingsError
 from server.store import CallStore
 from server.webhooks import WebhookOptions, WebhookSender
 
+if TYPE_CHECKING:
+    from models.whisper import WhisperTranscriber
+
 log = logging.getLogger(__name__)
 
 
 def load_transcriber(settings: Settings) -> WhisperTranscriber:
-    path = whisper_path(settings.model)
-    transcriber = WhisperTranscriber(
-        path, WhisperOptions(model=settings.model, cpu_threads=settings.asr_threads)
-    )
-    transcriber.warmup()
-    return transcriber
+    return registry.load_transcriber(settings.model, threads=settings.asr_threads)
 
 
 def load_detectors(settings: Settings) -> DetectorFactory:
-    return silero_factory(silero_path()) if settings.vad == "silero" else webrtc_factory()
+    return registry.load_detectors(settings.vad)
 
 
 def segmenter_options(settings: Settings) -> SegmenterOptions:
