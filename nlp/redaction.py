@@ -37,9 +37,10 @@ So a run the rules above leave, in a final as in a partial, is still masked when
 an identifier rather than a quantity (the *identifier* rules):
 
 - 12 or more digits in any form: ``[CARD]`` (no quantity is said as twelve bare digits);
-- 8 or more digits said as several groups or digit by digit ("4556 7375", "four five five
-  six seven three seven five"): ``[DIGITS]``, unless it is a list of round numbers ("100,
-  200, 300") or a date ("12/25/2026");
+- 8 or more digits said as several groups ("4556 7375"), or 4 or more said digit by digit
+  ("four five five six", "4 3 4 5": a PIN, or the rest of a card read in two breaths):
+  ``[DIGITS]``, unless it is a list of round numbers ("100, 200, 300") or a date
+  ("12/25/2026");
 - 6 or more digits after an identifier cue in the 40 characters before the run ("card",
   "car", "cart", "guard", "account", "a count", "number", "routing", "member", "policy",
   "ID", "reference", ...): ``[DIGITS]``, or ``[PHONE]`` for 9 to 11 digits after a phone cue;
@@ -53,8 +54,8 @@ numbers, prices.
 
 Partial transcripts may hold only the start of a number or address. In a partial
 (``is_final=False``) every run of ``partial_min_digits`` (default 5) or more digits that is
-not classified is masked as ``[DIGITS]`` (any digit within three words of an identifier cue:
-"my car number is 4"), and an address still being spoken ("john dot
+not classified is masked as ``[DIGITS]`` (any digit within three words of an identifier cue,
+"my car number is 4"; three digits said one by one), and an address still being spoken ("john dot
 smith at acme dot", "john.smith@acm") as ``[EMAIL]``. Partials are replaced by later
 partials and the final, so over-masking there costs nothing; the final is classified exactly.
 
@@ -214,10 +215,15 @@ class Redactor:
         return _apply(text, self.find(text, is_final=is_final))
 
     def _redact_words(self, words: Sequence[Word], is_final: bool) -> tuple[Word, ...]:
-        joined = "".join(w.text for w in words)
+        # Whisper's own words start with a space (a word without one continues the last);
+        # ours are stripped ("4", "5"): joined bare they would glue into one number or hide
+        # a cue word ("Mycarnumberis4556"), so those are joined with spaces.
+        spaced = any(w.text[:1].isspace() for w in words)
+        pieces = [w.text if k == 0 or spaced else " " + w.text for k, w in enumerate(words)]
+        joined = "".join(pieces)
         starts = [0]
-        for w in words:
-            starts.append(starts[-1] + len(w.text))
+        for piece in pieces:
+            starts.append(starts[-1] + len(piece))
         # Word index ranges [a, b) hit by spans; ranges sharing a word become one placeholder.
         ranges: list[list[int]] = []
         spans = self.find(joined, is_final=is_final)
@@ -238,9 +244,10 @@ class Redactor:
                 for x in spans
                 if starts[a] <= x.start_char < starts[b]
             ]
+            inserted = len(pieces[a]) - len(words[a].text)  # the space added above, if any
             out.append(
                 Word(
-                    text=_apply(joined[starts[a] : starts[b]], inner),
+                    text=_apply(joined[starts[a] : starts[b]], inner)[inserted:],
                     start_s=hit[0].start_s,
                     end_s=hit[-1].end_s,
                     probability=min(w.probability for w in hit),
@@ -328,19 +335,23 @@ class Redactor:
         ):
             return None  # its own category is switched off
         found: Category | None = None
+        dictated = all(len(x.digits) == 1 for x in run)  # said digit by digit
         if o.cards and n >= 12:
             found = "card"
         elif o.phones and cue and 9 <= n <= 11 and _PHONE_CONTEXT.search(before):
             found = "phone"
         elif o.cards and (
-            (cue and n >= 6) or (n >= 8 and _grouped(run) and not _is_listed(text, run))
+            (cue and n >= 6)
+            or (dictated and n >= 4)
+            or (n >= 8 and _grouped(run) and not _is_listed(text, run))
         ):
             found = "digits"
         if is_final or found is not None:
             return found if is_final else "digits"
         numeric = o.cards or o.ssns or o.phones
         near = _ID_CONTEXT.search(" ".join(before.split()[-3:])) is not None
-        return "digits" if numeric and (n >= o.partial_min_digits or near) else None
+        growing = dictated and n >= 3  # a dictation still being spoken
+        return "digits" if numeric and (n >= o.partial_min_digits or near or growing) else None
 
 
 def redact_text(
