@@ -17,7 +17,8 @@ quotes. Reported, over all renderings:
   on screen before the customer finished);
 - ``withdrawn``: provisional cards the final took back (on screen for a moment);
 - ``held_by_rate_limit``: cards issued more than 2 s after their audio (they waited for a
-  slot of the deck's four new cards a minute);
+  slot of the deck's four new cards a minute); ``latency_not_held_s`` leaves those turns out:
+  the pipeline's latency rather than the flood control's;
 - ``rep_next_steps``: rep proposals the customer agreed to that got a next-step card (such a
   card quotes the rep and is stamped with the end of the customer's reply: it answers both
   turns, and its latency counts from the reply).
@@ -52,6 +53,7 @@ from guidance.playbook import INTENT_CARD_KINDS
 
 SHOWN = ("issued", "updated", "confirmed")
 UPDATE_MIN_INTERVAL_S = 8.0  # the default playbook's deck.update_min_interval_s
+HELD_S = 2.0  # a card issued this long after its audio waited for a rate-limit slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,7 @@ def score_call(
     withdrawn = {e["card_id"] for e in cards if e["state"] == "withdrawn"}
     right, false = 0, []
     first_right: dict[int, float] = {}
+    held_turns: set[int] = set()  # whose first right card waited for a rate-limit slot
     for e in cards:
         k = turn_index(call.utterances, e["evidence"]) if e.get("evidence") else None
         ok = k is not None and e["kind"] in script[k].expect
@@ -180,6 +183,8 @@ def score_call(
             for t in (k, reply_index(call.utterances, e)):
                 if t is not None and e["kind"] in script[t].expect and t not in first_right:
                     first_right[t] = e["received_s"] - call.utterances[t].end_s
+                    if e["received_s"] - e["audio_end_s"] > HELD_S:
+                        held_turns.add(t)
     labelled = [k for k, t in enumerate(script) if t.speaker == "customer" and t.expect]
     agreed = [k for k, t in enumerate(script) if t.speaker == "rep" and t.expect]
     on_screen = [
@@ -196,7 +201,9 @@ def score_call(
             for e in cards
         )
     ]
-    held = [e for e in cards if e["state"] == "issued" and e["received_s"] - e["audio_end_s"] > 2]
+    held = [
+        e for e in cards if e["state"] == "issued" and e["received_s"] - e["audio_end_s"] > HELD_S
+    ]
     return {
         "right": right,
         "false": false,
@@ -206,6 +213,9 @@ def score_call(
         "held_by_rate_limit": len(held),
         "missed": [script[k].text for k in labelled if k not in first_right and k not in on_screen],
         "latency_s": [first_right[k] for k in labelled if k in first_right],
+        "latency_not_held_s": [
+            first_right[k] for k in labelled if k in first_right and k not in held_turns
+        ],
         "rep_next_steps": (sum(k in first_right for k in agreed), len(agreed)),
         "withdrawn": len(withdrawn),
         "audio_min": call.duration_s / 60.0,
@@ -254,6 +264,7 @@ def aggregate(scored: dict[str, dict[str, Any]]) -> dict[str, Any]:
     labelled = sum(s["labelled_customer_turns"] for s in scored.values())
     recalled = sum(len(s["recalled"]) for s in scored.values())
     latency = [x for s in scored.values() for x in s["latency_s"]]
+    pipeline = [x for s in scored.values() for x in s["latency_not_held_s"]]
     minutes = sum(s["audio_min"] for s in scored.values())
     agreed = [s["rep_next_steps"] for s in scored.values()]
     return {
@@ -265,6 +276,11 @@ def aggregate(scored: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "recall": round(recalled / max(1, labelled), 3),
         "recalled": f"{recalled}/{labelled}",
         "latency_s": {"n": len(latency), "p50": pct(latency, 50), "p95": pct(latency, 95)},
+        "latency_not_held_s": {
+            "n": len(pipeline),
+            "p50": pct(pipeline, 50),
+            "p95": pct(pipeline, 95),
+        },
         "on_screen": sum(s["on_screen"] for s in scored.values()),
         "withdrawn": sum(s["withdrawn"] for s in scored.values()),
         "held_by_rate_limit": sum(s["held_by_rate_limit"] for s in scored.values()),
