@@ -172,7 +172,8 @@ def test_the_coach_settles_provisional_cards_from_real_insights() -> None:
     """With the real analyzer's insights, a provisional card from a partial is confirmed
     exactly when the final still asks for it and withdrawn otherwise (and is then not
     actionable); at least one partial is sure enough to issue one."""
-    from nlp.analyze import load_analyzer, load_embedder
+    from models.registry import load_embedder
+    from nlp.analyze import load_analyzer
 
     analyzer = load_analyzer(load_embedder(threads=1))
     issued = 0
