@@ -22,6 +22,7 @@ for one-change-at-a-time sweeps.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -75,13 +76,20 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, {flags}"
 
 
+def audio_key(item: Item) -> str:
+    """The item's name and a digest of its samples: a cache entry is of exactly this audio."""
+    digest = hashlib.sha1(np.ascontiguousarray(item.audio, dtype=np.float32).tobytes())
+    return f"{item.name}@{digest.hexdigest()[:12]}"
+
+
 def offline(model: str, path: Path_, todo: list[Item]) -> dict[str, str]:
-    """faster-whisper's own transcribe of each whole item, cached by model, path and name."""
+    """faster-whisper's own transcribe of each whole item (by name), cached by model, path,
+    name and audio digest."""
     import faster_whisper
 
     cache = cache_dir() / f"bench_real_offline-{model}-{path}-{faster_whisper.__version__}.json"
     known: dict[str, str] = json.loads(cache.read_text()) if cache.exists() else {}
-    missing = [i for i in todo if i.name not in known]
+    missing = [i for i in todo if audio_key(i) not in known]
     if missing:
         fw = faster_whisper.WhisperModel(
             str(whisper_path(model)), device="cpu", compute_type="int8", cpu_threads=2
@@ -94,9 +102,9 @@ def offline(model: str, path: Path_, todo: list[Item]) -> dict[str, str]:
                 condition_on_previous_text=False,
                 vad_filter=False,
             )
-            known[item.name] = " ".join(s.text.strip() for s in segments)
+            known[audio_key(item)] = " ".join(s.text.strip() for s in segments)
         cache.write_text(json.dumps(known, indent=1))
-    return known
+    return {i.name: known[audio_key(i)] for i in todo}
 
 
 def latencies(finals: list[Final], turns: tuple[tuple[float, float], ...]) -> list[float]:
