@@ -199,11 +199,16 @@ def test_shipped_held_out_split_is_disjoint_from_train() -> None:
     assert min(sum(e.label == lab for e in test) for lab in {e.label for e in test}) >= 25
 
 
-def test_report_records_held_out_macro_f1_of_the_shipped_head() -> None:
-    """The committed report states a held-out macro-F1 of at least 0.90 for the test split."""
+def test_report_records_the_shipped_heads_accuracy_on_own_and_outside_lines() -> None:
+    """The committed report states, for the shipped head, a held-out macro-F1 of at least 0.895
+    on the project's test split and at least 0.78 on intent-dev's clear lines, which it never
+    trained on. (Issue 10 traded 0.007 on the own split, 0.906 -> 0.899, against +0.16 on
+    outside lines, 0.639 -> 0.802: the head that only knew our own phrasing fails this.)"""
     report = (DATA_DIR / "intent_report.md").read_text()
-    line = next(x for x in report.splitlines() if x.startswith("Macro-F1 **"))
-    assert float(line.split("**")[1]) >= 0.90
+    held_out = next(x for x in report.splitlines() if x.startswith("Macro-F1 **"))
+    outside = next(x for x in report.splitlines() if x.startswith("Clear subset: macro-F1 **"))
+    assert float(held_out.split("**")[1]) >= 0.895
+    assert float(outside.split("**")[1]) >= 0.78
     assert "intents_test.jsonl" in report
 
 
@@ -264,7 +269,9 @@ def test_real_classifier_on_clear_utterances(embedder) -> None:  # type: ignore[
 
 
 _DEV = default_dev_path()
-DEV_CLEAR_FLOOR = 0.70  # measured 0.77 for the shipped head (see the report), minus margin
+DEV_CLEAR_FLOOR = (
+    0.76  # measured 0.802 on AVX-512 VNNI (see the report); int8 kernels differ by CPU
+)
 
 
 @pytest.mark.model
