@@ -19,9 +19,10 @@ quotes. Reported, over all renderings:
 - ``held_by_rate_limit``: cards issued more than 2 s after their audio (they waited for a
   slot of the deck's four new cards a minute); ``latency_not_held_s`` leaves those turns out:
   the pipeline's latency rather than the flood control's;
-- ``rep_next_steps``: rep proposals the customer agreed to that got a next-step card (such a
-  card quotes the rep and is stamped with the end of the customer's reply: it answers both
-  turns, and its latency counts from the reply).
+- ``rep_next_steps``: rep proposals the customer agreed to that got a next-step card quoting
+  the proposal or the reply (a card raised by the rep's proposal quotes the rep and is stamped
+  with the end of the customer's reply: it answers both turns, and its latency counts from
+  the reply).
 
     python -m bench.bench_card_accuracy [--variants NAME ...] [--json OUT] [--events FILE]
     python -m bench.bench_card_accuracy --rescore FILE [--replay-coach]
@@ -216,7 +217,11 @@ def score_call(
         "latency_not_held_s": [
             first_right[k] for k in labelled if k in first_right and k not in held_turns
         ],
-        "rep_next_steps": (sum(k in first_right for k in agreed), len(agreed)),
+        # an agreed proposal is covered by a next-step card quoting it or its reply
+        "rep_next_steps": (
+            sum(k in first_right or k + 1 in first_right for k in agreed),
+            len(agreed),
+        ),
         "withdrawn": len(withdrawn),
         "audio_min": call.duration_s / 60.0,
     }

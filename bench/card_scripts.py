@@ -7,7 +7,9 @@ lines full of trigger words ("follow up", prices, competitor names), customer li
 like objections but are not ("that's exactly the problem"), small talk and closings.
 
 A rep line is labelled ``next_step`` only when it proposes a next step *and* the customer's
-reply agrees to it; a rep proposal the customer turns down is a negative.
+reply agrees to it; that reply is labelled ``next_step`` too (the next-step card is right for
+the moment, whichever of the two lines it quotes). A rep proposal the customer turns down is a
+negative.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ DISTRIBUTION_CALL = (
         "next_step",
     ),
     r("Absolutely. Should I also set up a training session for your team leads?", "next_step"),
-    c("Yes, please do."),
+    c("Yes, please do.", "next_step"),  # agrees to the rep's proposal
     r("Great. How many people will join?"),
     c("About twelve, mostly team leads and a couple of managers."),
     r("Perfect. I will send two time slots this afternoon."),
