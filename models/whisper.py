@@ -115,7 +115,10 @@ class WhisperTranscriber:
 
     def decoder_prompt(self, context: RecognitionContext = NO_CONTEXT) -> list[int]:
         """The token prompt the decoder gets for ``context``: empty context, plain prompt."""
-        hot = " ".join(w.strip() for w in context.hotwords)
+        # A punctuated list ("Gong, Salesforce, HubSpot."): a bare run of names makes Whisper
+        # drop its punctuation, and the alignment then ends words early (-1.3 s a sentence).
+        names = [w.strip() for w in context.hotwords if w.strip()]
+        hot = ", ".join(names) + "." if names else ""
         hot_ids = (
             self._tokenizer.encode(" " + hot)[: self._options.max_hotword_tokens] if hot else []
         )

@@ -58,7 +58,7 @@ def test_decoder_prompt_carries_hotwords_and_the_newest_context(
     prompt = whisper.decoder_prompt(ctx)
     assert prompt[-len(plain) :] == plain  # the task tokens still end the prompt
     text = whisper._tokenizer.decode(prompt[1 : -len(plain)])
-    assert text.startswith(f" {PRODUCT} Gong")
+    assert text.startswith(f" {PRODUCT}, Gong.")  # a punctuated list keeps Whisper punctuating
     assert text.endswith("eleven twelve") and "one two" not in text  # oldest words cut first
 
 
