@@ -9,7 +9,9 @@ became true:
   customer speech longer than a backchannel) reaches ``monologue_s``; at turn start + threshold.
 - ``talk_ratio``: the rep's share of speech in the last ``talk_ratio_window_s`` exceeds
   ``max_rep_talk_ratio`` once at least ``talk_ratio_min_speech_s`` of speech is in the window.
-- ``fast_speech``: the rep's words per minute over the last ``fast_speech_window_s`` of finals.
+- ``fast_speech``: the rep's words per minute over the last ``fast_speech_window_s`` of finals,
+  timed by each final's utterance audio (the VAD's extent: what the rep took to say it), not
+  by its word alignment, whose spans run short and vary with the CPU's int8 kernels.
 - ``customer_silence``: no customer speech for ``customer_silence_s``, counted from the end of
   the customer's last utterance; before the customer's first words, from the end of the rep's
   first question, and not at all if neither happened (a call's opening is not silence).
@@ -34,6 +36,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from audio.chunk import SAMPLE_RATE_HZ
 from guidance.cards import Evidence
 from guidance.playbook import AlertKind, DynamicsSettings
 from nlp.insight import Insight
@@ -58,6 +61,7 @@ class _Span:
     n_words: int
     text: str
     is_final: bool
+    speaking_s: float  # the utterance's audio for finals that carry it, else the word span
 
 
 @dataclass(slots=True)
@@ -108,7 +112,8 @@ class Dynamics:
         start_s, end_s = (
             (t.words[0].start_s, t.words[-1].end_s) if t.words else (t.start_s, t.end_s)
         )
-        span = _Span(t.speaker, start_s, end_s, len(t.text.split()), t.text, t.is_final)
+        speaking_s = len(t.audio) / SAMPLE_RATE_HZ if t.audio is not None else end_s - start_s
+        span = _Span(t.speaker, start_s, end_s, len(t.text.split()), t.text, t.is_final, speaking_s)
         self._spans[t.utterance_id] = span
         self._latest_s = max(self._latest_s, end_s)
         self._latest_speech_s = max(self._latest_speech_s, end_s)
@@ -238,7 +243,7 @@ class Dynamics:
             if s.speaker == "rep" and s.is_final and s.end_s > since_s
         ]
         words = sum(s.n_words for s in recent)
-        speech_s = sum(s.end_s - s.start_s for s in recent)
+        speech_s = sum(s.speaking_s for s in recent)
         if words < self._s.fast_speech_min_words or speech_s <= 0:
             return []
         wpm = 60.0 * words / speech_s

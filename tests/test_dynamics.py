@@ -169,6 +169,20 @@ def test_fast_speech() -> None:
     assert feed(Dynamics(SETTINGS), [utt("rep", 0.0, 10.0, calm)]) == []
 
 
+def test_fast_speech_is_timed_by_the_utterance_audio_not_the_word_spans() -> None:
+    """40 words whose aligned words span 10 s (240 wpm) but whose utterance audio lasts 16 s
+    (150 wpm) raise nothing: the rate counts what the rep took to say them."""
+    import dataclasses
+
+    import numpy as np
+
+    fast = utt("rep", 0.0, 10.0, " ".join(["word"] * 40))
+    heard = dataclasses.replace(fast, audio=np.zeros(16 * 16_000, np.float32))
+    assert feed(Dynamics(SETTINGS), [heard]) == []
+    rushed = dataclasses.replace(fast, audio=np.zeros(11 * 16_000, np.float32))  # 218 wpm
+    assert [a.kind for a in feed(Dynamics(SETTINGS), [rushed])] == ["fast_speech"]
+
+
 def test_customer_silence_fires_after_threshold_and_lag() -> None:
     """Silence alert at last customer speech + 45 s, only once ticks pass it plus the lag."""
     dyn = Dynamics(SETTINGS)
