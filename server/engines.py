@@ -18,8 +18,9 @@ from guidance.summary import BuiltinSummarizer, Summarizer
 from models import registry
 from models.registry import load_embedder
 from nlp.analyze import load_analyzer
-from nlp.asr import AsrOptions, AsrScheduler
+from nlp.asr import AsrOptions
 from nlp.redaction import Redactor
+from nlp.scheduler import AsrScheduler
 from server.clock import Clock
 from server.session import Engines
 from server.settings import Settings, SettingsError

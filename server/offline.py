@@ -13,8 +13,9 @@ import soundfile as sf
 from audio.chunk import AudioChunk, Speaker
 from audio.codec import ChannelDecoder, StreamFormat
 from audio.segmenter import segment
-from nlp.asr import AsrOptions, AsrScheduler, transcribe
+from nlp.asr import AsrOptions, transcribe
 from nlp.redaction import Redactor, redact
+from nlp.scheduler import AsrScheduler
 from nlp.transcript import Transcript
 from server.engines import load_detectors, load_transcriber, segmenter_options
 from server.settings import Settings

@@ -13,7 +13,7 @@ socket -> ingest (server/ingest.py, audio/codec.py) -> feed() -> audio queue
 
 Queues, each bounded with a stated policy: the audio queue (``audio_queue_chunks``; a full
 queue blocks ``feed``, so back-pressure reaches the socket and audio is never dropped); the
-recognizer's jobs (``nlp.asr.AsrScheduler``: a newer partial replaces an older one, at most
+recognizer's jobs (``nlp.scheduler.AsrScheduler``: a newer partial replaces an older one, at most
 ``max_pending_finals`` finals, then ``submit_final`` waits); the recognizer's output
 (``nlp.asr.TranscriptQueue``: finals wait, partials replace or drop); the coach inbox
 (``coach_inbox``; transcripts, insights and card actions wait, a tick is skipped while one is
@@ -44,9 +44,10 @@ from guidance.playbook import Playbook
 from guidance.score import PriorError, ScoreModel, parse_prior
 from guidance.summary import Summarizer
 from nlp.analyze import Analyzer
-from nlp.asr import AsrOptions, AsrScheduler, UtteranceSilent, transcribe
+from nlp.asr import AsrOptions, UtteranceSilent, transcribe
 from nlp.insight import Insight, InsightFailed, insights
 from nlp.redaction import Redactor, redact
+from nlp.scheduler import AsrScheduler
 from nlp.transcript import Transcript
 from server.bus import Bus
 from server.clock import call_date_of

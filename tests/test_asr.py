@@ -10,7 +10,8 @@ import pytest
 
 from audio.segmenter import SpeechEvent, SpeechStarted, UtteranceEnded
 from clients.callgen import Turn, render
-from nlp.asr import AsrOptions, AsrScheduler, UtteranceSilent, transcribe
+from nlp.asr import AsrOptions, UtteranceSilent, transcribe
+from nlp.scheduler import AsrScheduler
 from nlp.transcript import Transcript
 from server.engines import load_transcriber
 from server.settings import Settings

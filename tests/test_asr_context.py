@@ -11,7 +11,8 @@ import numpy as np
 
 from audio.chunk import Samples
 from audio.segmenter import SpeechEvent, SpeechStarted, UtteranceEnded
-from nlp.asr import AsrOptions, AsrScheduler, transcribe
+from nlp.asr import AsrOptions, transcribe
+from nlp.scheduler import AsrScheduler
 from nlp.transcript import NO_CONTEXT, Recognition, RecognitionContext, Transcript
 
 

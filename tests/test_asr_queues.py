@@ -9,7 +9,8 @@ import threading
 import numpy as np
 
 from audio.chunk import Samples
-from nlp.asr import PARTIAL, AsrScheduler, TranscriptQueue, UtteranceSilent
+from nlp.asr import TranscriptQueue, UtteranceSilent
+from nlp.scheduler import PARTIAL, AsrScheduler
 from nlp.transcript import NO_CONTEXT, Recognition, RecognitionContext, Transcript
 
 
