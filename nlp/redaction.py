@@ -44,6 +44,8 @@ an identifier rather than a quantity (the *identifier* rules):
 - 6 or more digits after an identifier cue in the 40 characters before the run ("card",
   "car", "cart", "guard", "account", "a count", "number", "routing", "member", "policy",
   "ID", "reference", ...): ``[DIGITS]``, or ``[PHONE]`` for 9 to 11 digits after a phone cue;
+- 3 or more digits that end the text within three words of a cue ("my card number is
+  4556.", "reach me at 415"): the first group of a number read in several breaths;
 - inside a digit-by-digit run, "for", "to"/"too", "ate" and "won" between single digits are
   read as the digits they sound like.
 
@@ -59,8 +61,14 @@ not classified is masked as ``[DIGITS]`` (any digit within three words of an ide
 smith at acme dot", "john.smith@acm") as ``[EMAIL]``. Partials are replaced by later
 partials and the final, so over-masking there costs nothing; the final is classified exactly.
 
-The module runs past 400 lines because the number grammar and the rules over it are one
-contract; split, neither half could be read alone.
+A number read out in groups with pauses reaches the stage as several transcripts, each too
+short for the rules above ("1,0001" | "90210" | "01803"). The ``Redactor`` stays stateless
+and shared; the stage, ``redact()``, keeps one ``DictationGuard`` per call that remembers who
+is dictating and tells the core (``find(dictating=True)``: every run of 3+ digits not after
+a currency sign is masked); its docstring has the rules.
+
+The module runs past 400 lines because the number grammar, the rules over it and the
+stage's memory of them are one contract; split, neither half could be read alone.
 """
 
 from __future__ import annotations
@@ -89,17 +97,22 @@ PLACEHOLDERS: dict[Category, str] = {
 
 @dataclass(frozen=True, slots=True)
 class RedactionOptions:
-    """Which categories to redact (all on by default) and the partial digit-run threshold."""
+    """Which categories to redact (all on by default), the partial digit-run threshold, and
+    the audio windows of the redaction stage's dictation memory (``DictationGuard``)."""
 
     cards: bool = True
     ssns: bool = True
     emails: bool = True
     phones: bool = True
     partial_min_digits: int = 5
+    dictation_s: float = 10.0  # a dictation lasts this long after its last masked group
+    dictation_cue_s: float = 5.0  # a cue word or a bare digit group arms the next this long
 
     def __post_init__(self) -> None:
         if self.partial_min_digits < 1:
             raise ValueError("partial_min_digits must be >= 1")
+        if self.dictation_s <= 0 or self.dictation_cue_s <= 0:
+            raise ValueError("dictation_s and dictation_cue_s must be > 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +158,15 @@ _ID_CONTEXT = re.compile(
     r"call|calling|phone|cell|mobile|reach|text|dial|extension|fax)\b",
     re.IGNORECASE,
 )
+# Cues of a number about to be read out, narrower than _ID_CONTEXT (singular nouns: "how
+# many accounts" or "the number of reps" asks for a count); they arm the dictation memory.
+_DICTATION_CUE = re.compile(
+    r"\b(?:card|car|cart|guard|cord|credit|debit|visa|master\s?card|amex|account|a\s?count|"
+    r"acct|routing|iban|sort\s?code|zip|postal|policy|id|reference|confirmation|"
+    r"number(?!\s+of\b)|digits|pin|cvv|cvc|phone|cell|mobile|extension|fax|social|ssn)\b",
+    re.IGNORECASE,
+)
+_PHONE_VERB = re.compile(r"\b(?:call|calling|reach|dial|text)\b", re.IGNORECASE)
 _DATE_SEPARATORS = {"/", "-", "."}
 _HOMOPHONES = {"for": "4", "to": "2", "too": "2", "ate": "8", "won": "1"}
 
@@ -186,35 +208,49 @@ class Redactor:
     def __init__(self, options: RedactionOptions | None = None) -> None:
         self.options = options or RedactionOptions()
 
-    def find(self, text: str, *, is_final: bool = True) -> list[Span]:
-        """Non-overlapping spans to mask in ``text``, in order."""
+    def find(self, text: str, *, is_final: bool = True, dictating: bool = False) -> list[Span]:
+        """Non-overlapping spans to mask in ``text``, in order. ``dictating``: the speaker is
+        reading out a number (the stage's ``DictationGuard`` knows), so every run of 3 or
+        more digits not after a currency sign is masked, as ``[DIGITS]`` when no rule names it."""
         spans: list[Span] = []
         if self.options.emails:
             spans += [Span("email", m.start(), m.end()) for m in _EMAIL_WRITTEN.finditer(text)]
             spans += [Span("email", m.start(), m.end()) for m in _EMAIL_SPOKEN.finditer(text)]
             if not is_final and (m := _EMAIL_PENDING.search(text)):
                 spans.append(Span("email", m.start(), m.end()))
-        for run in _runs(text):
-            spans += self._classify(text, run, is_final)
+        for run in _runs(text, dictating):
+            spans += self._classify(text, run, is_final, dictating)
         return _merge(spans)
 
     def redact(
-        self, text: str, words: Sequence[Word] = (), *, is_final: bool = True
+        self,
+        text: str,
+        words: Sequence[Word] = (),
+        *,
+        is_final: bool = True,
+        dictating: bool = False,
     ) -> tuple[str, tuple[Word, ...]]:
         """The text and words with every detected span replaced by its placeholder."""
-        return self._redact_text(text, is_final), self._redact_words(words, is_final)
+        return (
+            self._redact_text(text, is_final, dictating),
+            self._redact_words(words, is_final, dictating),
+        )
 
-    def transcript(self, transcript: Transcript) -> Transcript:
+    def transcript(self, transcript: Transcript, *, dictating: bool = False) -> Transcript:
         """A copy of ``transcript`` with its text and words redacted (partials more eagerly)."""
-        text, words = self.redact(transcript.text, transcript.words, is_final=transcript.is_final)
+        text, words = self.redact(
+            transcript.text, transcript.words, is_final=transcript.is_final, dictating=dictating
+        )
         if text == transcript.text and words == transcript.words:
             return transcript
         return dataclasses.replace(transcript, text=text, words=words)
 
-    def _redact_text(self, text: str, is_final: bool) -> str:
-        return _apply(text, self.find(text, is_final=is_final))
+    def _redact_text(self, text: str, is_final: bool, dictating: bool = False) -> str:
+        return _apply(text, self.find(text, is_final=is_final, dictating=dictating))
 
-    def _redact_words(self, words: Sequence[Word], is_final: bool) -> tuple[Word, ...]:
+    def _redact_words(
+        self, words: Sequence[Word], is_final: bool, dictating: bool
+    ) -> tuple[Word, ...]:
         # Whisper's own words start with a space (a word without one continues the last);
         # ours are stripped ("4", "5"): joined bare they would glue into one number or hide
         # a cue word ("Mycarnumberis4556"), so those are joined with spaces.
@@ -226,7 +262,7 @@ class Redactor:
             starts.append(starts[-1] + len(piece))
         # Word index ranges [a, b) hit by spans; ranges sharing a word become one placeholder.
         ranges: list[list[int]] = []
-        spans = self.find(joined, is_final=is_final)
+        spans = self.find(joined, is_final=is_final, dictating=dictating)
         for span in spans:
             a = next(k for k in range(len(words)) if starts[k + 1] > span.start_char)
             b = next(k for k in range(a, len(words) + 1) if starts[k] >= span.end_char)
@@ -256,9 +292,9 @@ class Redactor:
             cursor = b
         return (*out, *words[cursor:])
 
-    def _classify(self, text: str, run: list[_Num], is_final: bool) -> list[Span]:
+    def _classify(self, text: str, run: list[_Num], is_final: bool, dictating: bool) -> list[Span]:
         """Spans of one run: leftmost-longest classified windows, then the leftovers."""
-        if _is_quantity(text, run):
+        if _after_currency(text, run) or (not dictating and _is_quantity(text, run)):
             return []
         labels: list[Category | None] = [None] * len(run)
         window_ids = list(range(len(run)))  # tokens of one classified window share an id
@@ -278,7 +314,7 @@ class Redactor:
         if "card" in labels:
             leftover = "card"
         elif None in labels:
-            leftover = self._identifier(text, run, is_final)
+            leftover = self._identifier(text, run, is_final, dictating)
             if leftover == "card":
                 labels = ["card"] * len(run)  # a card-length run is one card, whatever is inside
                 window_ids = [0] * len(run)
@@ -321,7 +357,9 @@ class Redactor:
                 best = ("phone", end)
         return best
 
-    def _identifier(self, text: str, run: list[_Num], is_final: bool) -> Category | None:
+    def _identifier(
+        self, text: str, run: list[_Num], is_final: bool, dictating: bool
+    ) -> Category | None:
         """The placeholder for a run no card, SSN or phone rule took, if it still looks like
         an identifier (module docstring: the identifier rules), else None. In a partial any
         match is ``digits``: the number may still be growing."""
@@ -344,6 +382,7 @@ class Redactor:
             (cue and n >= 6)
             or (dictated and n >= 4)
             or (n >= 8 and _grouped(run) and not _is_listed(text, run))
+            or (n >= 3 and (dictating or _cut_off_after_cue(text, run)))
         ):
             found = "digits"
         if is_final or found is not None:
@@ -369,15 +408,16 @@ def _apply(text: str, spans: Sequence[Span]) -> str:
     return "".join([*out, text[cursor:]])
 
 
-def _runs(text: str) -> list[list[_Num]]:
-    """Maximal runs of number tokens joined only by separators, fillers and whitespace."""
+def _runs(text: str, dictating: bool = False) -> list[list[_Num]]:
+    """Maximal runs of number tokens joined only by separators, fillers and whitespace
+    (while dictating, "oh" is a zero even at the start: "oh one eight oh three")."""
     runs: list[list[_Num]] = []
     run: list[_Num] = []
     tokens = list(_TOKEN.finditer(text))
     pending_boundary = False
     i = 0
     while i < len(tokens):
-        num, i = _number_at(tokens, i, started=bool(run))
+        num, i = _number_at(tokens, i, started=bool(run) or dictating)
         if num is None and run and len(run[-1].digits) == 1:
             num, i = _homophone_at(tokens, i)
         if num is not None:
@@ -481,15 +521,29 @@ def _groups(run: list[_Num]) -> list[int]:
     return groups
 
 
+def _after_currency(text: str, run: list[_Num]) -> bool:
+    return text[: run[0].start_char].rstrip()[-1:] in _CURRENCY
+
+
 def _is_quantity(text: str, run: list[_Num]) -> bool:
     """An amount, a thousands-separated count, or a list of years: not an identifier."""
-    if text[: run[0].start_char].rstrip()[-1:] in _CURRENCY:
+    if _after_currency(text, run):
         return True
     if all(n.written for n in run) and 1 < len(run) and sum(len(n.digits) for n in run) <= 9:
         seps = [text[a.end_char : b.start_char] for a, b in itertools.pairwise(run)]
         if all(s == "," for s in seps) and all(len(n.digits) == 3 for n in run[1:]):
             return len(run[0].digits) <= 3
     return all(n.written and _YEAR.fullmatch(n.digits) for n in run)
+
+
+def _cut_off_after_cue(text: str, run: list[_Num]) -> bool:
+    """The run ends the text right after an identifier cue ("my card number is 4556."): the
+    first group of a number read out in several breaths."""
+    if text[run[-1].end_char :].strip(" .,;:!?-"):
+        return False
+    before = text[max(0, run[0].start_char - 40) : run[0].start_char]
+    near = " ".join(before.split()[-3:])
+    return bool(_DICTATION_CUE.search(near) or _PHONE_VERB.search(near))
 
 
 def _is_ssn(run: list[_Num], digits: str, before: str) -> bool:
@@ -539,11 +593,134 @@ def _merge(spans: list[Span]) -> list[Span]:
     return out
 
 
+# Words that may stand beside the digits of a group read out ("and 7375", "it's 90210").
+_CONNECTIVES = frozenset(
+    "and then so it it's its is that's the rest next yes yeah ok okay sure dash oh".split()
+)
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
+_NUMERIC = tuple(PLACEHOLDERS[c] for c in ("card", "ssn", "phone", "digits"))
+_NEVER = float("-inf")
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What the dictation memory reads in one transcript's text."""
+
+    longest: int  # digits in its longest number run
+    bare: bool  # mostly digits: a run of 3+ and at most 3 other words, connectives or cues
+    alone: bool  # bare, and an identifier even unprompted (DictationGuard)
+    plain: bool  # a word that is no number, filler, connective or cue
+    cue: bool  # a dictation cue word ("card", "account", "number", ...)
+
+
+def _shape(text: str) -> _Shape:
+    runs = _runs(text)
+    longest = max((sum(len(n.digits) for n in run) for run in runs), default=0)
+    rest = list(text)
+    for run in runs:
+        rest[run[0].start_char : run[-1].end_char] = " " * (run[-1].end_char - run[0].start_char)
+    others = [w for w in _WORD.findall("".join(rest).lower()) if w not in _FILLERS]
+    cue = _DICTATION_CUE.search(text) is not None
+    plain = [w for w in others if w not in _CONNECTIVES and not _DICTATION_CUE.fullmatch(w)]
+    bare = longest >= 3 and len(others) <= 3 and not plain
+    alone = bare and any(_identifier_alone(text, run) for run in runs)
+    return _Shape(longest, bare, alone, bool(plain), cue)
+
+
+def _identifier_alone(text: str, run: list[_Num]) -> bool:
+    """A group said on its own that no count or year is: digit by digit ("four one five"),
+    or 5+ digits that are not a round figure ("90210", "10,001"; "10,000", "$12345" are)."""
+    digits = "".join(n.digits for n in run)
+    if len(digits) < 3 or _after_currency(text, run):
+        return False
+    if all(len(n.digits) == 1 for n in run):
+        return True
+    years = all(n.written and _YEAR.fullmatch(n.digits) for n in run)
+    return len(digits) >= 5 and not digits.endswith("00") and not years
+
+
+@dataclass(slots=True)
+class _Speaker:
+    dictating_until_s: float = _NEVER  # a dictation in progress: every 3+ digit run is masked
+    group_until_s: float = _NEVER  # a bare group left readable: the next bare one is dictation
+
+
+class DictationGuard:
+    """The redaction stage's memory of one call: who is reading out a number.
+
+    A number dictated in groups with pauses reaches the stage as several transcripts, each
+    too short for the stateless ``Redactor`` ("1,0001" | "90210" | "01803"). Stored events
+    cannot be changed later, so each transcript is decided as it passes, from what came
+    before, per speaker, in audio time:
+
+    - *bare* utterances (a run of 3+ digits, at most three other words such as "and",
+      "it's", "then", or a cue) are the groups of a dictation. A bare partial is always
+      masked (its final decides). A bare final is masked when a cue word ("card",
+      "account", "number", "phone", ... as ``_DICTATION_CUE``; said by either speaker) or
+      another bare group of that speaker ended within ``dictation_cue_s`` before it, or
+      when it is an identifier by itself: said digit by digit, or 5+ digits that are not a
+      round figure ("90210", "10,001"; "10,000" is not). A lone "2019." or "450." after an
+      ordinary line stays readable (a year, a count): it only arms the speaker's next bare
+      group, unless another speaker asks a question (without a cue) in between;
+    - once a final of the speaker had a number masked (by these rules or by the core's),
+      the speaker is dictating: every run of 3+ digits in their transcripts, partial or
+      final, is masked (``Redactor.find(dictating=True)``), until their final with ordinary
+      words and no such run, or ``dictation_s`` of audio after their last masked group (a
+      line of ordinary words with a number in it is masked, but is no group: it does not
+      extend the dictation). The other speaker's lines neither end nor extend it.
+
+    What it cannot do: take back a first group of 3-4 digits said bare with no cue before
+    it (it reads as a year or a count); the groups after it are masked.
+    """
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+        self._speakers: dict[str, _Speaker] = {}
+        self._cue_until_s = _NEVER
+
+    def transcript(self, transcript: Transcript) -> Transcript:
+        """``transcript`` redacted, in the light of what this call's speakers said before."""
+        o = self.redactor.options
+        state = self._speakers.setdefault(transcript.speaker, _Speaker())
+        shape = _shape(transcript.text)
+        at_s = transcript.start_s
+        dictating = at_s <= state.dictating_until_s
+        armed = shape.cue or at_s <= max(self._cue_until_s, state.group_until_s)
+        if shape.bare and (armed or shape.alone or not transcript.is_final):
+            dictating = True
+        out = self.redactor.transcript(transcript, dictating=dictating)
+        if shape.cue:
+            self._cue_until_s = max(self._cue_until_s, transcript.end_s + o.dictation_cue_s)
+        if not transcript.is_final:
+            return out  # a partial's words may still change: only finals move the state
+        if shape.plain and not shape.cue and transcript.text.rstrip().endswith("?"):
+            for other in self._speakers.values():  # a new question: the next answer is its own
+                if other is not state:
+                    other.group_until_s = _NEVER
+        if _numeric_masks(out.text) > _numeric_masks(transcript.text):
+            if shape.bare or at_s > state.dictating_until_s:  # a group, or a new number
+                state.dictating_until_s = transcript.end_s + o.dictation_s
+            state.group_until_s = _NEVER
+        elif shape.bare:
+            state.group_until_s = transcript.end_s + o.dictation_cue_s
+        elif shape.plain:  # ordinary words: no bare group is pending; no digits: it is over
+            state.group_until_s = _NEVER
+            if shape.longest < 3:
+                state.dictating_until_s = _NEVER
+        return out
+
+
+def _numeric_masks(text: str) -> int:
+    return sum(text.count(p) for p in _NUMERIC)
+
+
 async def redact(
     events: AsyncIterable[Transcript | E], redactor: Redactor
 ) -> AsyncIterator[Transcript | E]:
     """The redaction stage: every transcript, partial or final, leaves it redacted; anything
     else passes through. It sits right after the recognizer, so nothing downstream (store,
-    viewers, logs, insights) ever holds the raw text."""
+    viewers, logs, insights) ever holds the raw text. Its ``DictationGuard`` is this call's
+    own (the ``Redactor`` is shared): a number read out in groups is masked across them."""
+    guard = DictationGuard(redactor)
     async for event in events:
-        yield redactor.transcript(event) if isinstance(event, Transcript) else event
+        yield guard.transcript(event) if isinstance(event, Transcript) else event

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,16 @@ import pytest
 import soundfile as sf
 import soxr
 
-from nlp.redaction import PLACEHOLDERS, RedactionOptions, Redactor, _luhn, redact_text
+from audio.chunk import Speaker
+from nlp.redaction import (
+    PLACEHOLDERS,
+    DictationGuard,
+    RedactionOptions,
+    Redactor,
+    _luhn,
+    redact,
+    redact_text,
+)
 from nlp.transcript import Transcript, Word
 from server.redact_cli import register
 
@@ -111,6 +122,10 @@ MISHEARD = [
     ("it is 3 8 1 7 2 9 4 6", "it is [DIGITS]"),  # 8 digits said one by one, no cue
     # the rest of a dictation after the recognizer split it into a new utterance
     ("and the 4 3 4 5", "and the [DIGITS]"),
+    # the first group of a number read in several breaths, cut off right after its cue
+    ("My card number is 4556.", "My card number is [DIGITS]."),
+    ("my account number is 0047", "my account number is [DIGITS]"),
+    ("you can reach me at 415,", "you can reach me at [DIGITS],"),
     ("M and 3 M and 5 8 6 8", "M and 3 M and [DIGITS]"),
     ("nine five three three.", "[DIGITS]."),
     # phones with a digit dropped or added
@@ -138,6 +153,8 @@ READABLE = [
     "our number of reps went to 85",
     "we have 3 or 4 teams, maybe 5",
     "option 2, then 3",
+    "our number of reps went to 850",
+    "the number of seats is 450.",
 ]
 
 
@@ -384,3 +401,213 @@ def test_words_without_leading_spaces_are_redacted_like_the_text() -> None:
     assert (red_words[4].start_s, red_words[4].end_s) == (words[4].start_s, words[18].end_s)
     groups = tuple(Word(t, float(k), k + 0.5, 0.8) for k, t in enumerate("586 899 533".split()))
     assert [w.text for w in Redactor().redact("586 899 533", groups)[1]] == ["[DIGITS]"]
+
+
+# The redaction stage's memory (DictationGuard): a number read out in groups, each group its
+# own transcript. Rows: (speaker, is_final, text as recognized, start_s, end_s, text shown).
+Line = tuple[Speaker, bool, str, float, float, str]
+C: Speaker = "customer"
+R: Speaker = "rep"
+
+DICTATIONS: dict[str, list[Line]] = {
+    # AN4 10001-90210-01803 as the segmenter cut it and Whisper wrote it (the benchmark leak)
+    "an4 numerals": [
+        (R, True, "She had your dark suit in greasy wash water all year.", 0.5, 3.4, "="),
+        (C, True, "1,0001", 4.4, 6.0, "[DIGITS]"),
+        (C, True, "90210", 6.6, 8.3, "[DIGITS]"),
+        (C, True, "01803", 8.9, 10.7, "[DIGITS]"),
+    ],
+    "an4 spoken": [
+        (C, False, "One zero zero", 0.5, 1.6, "[DIGITS]"),
+        (C, True, "One zero zero zero one.", 0.5, 2.1, "[DIGITS]."),
+        (C, False, "Nine oh", 2.7, 3.5, "Nine oh"),
+        (C, True, "Nine oh two one oh.", 2.7, 4.4, "[DIGITS]."),
+        (C, True, "Zero one eight zero three.", 5.0, 6.8, "[DIGITS]."),
+    ],
+    "an4 split differently between partials and finals": [
+        (C, False, "1000", 0.5, 1.4, "[DIGITS]"),
+        (C, False, "10001 9", 0.5, 2.4, "[DIGITS]"),
+        (C, True, "10001 90", 0.5, 3.0, "[DIGITS]"),
+        (C, False, "210", 3.6, 4.4, "[DIGITS]"),
+        (C, True, "210.", 3.6, 4.6, "[DIGITS]."),
+        (C, False, "And 01", 5.2, 6.0, "And 01"),
+        (C, False, "And 0180", 5.2, 6.6, "And [DIGITS]"),
+        (C, True, "And 01803.", 5.2, 7.1, "And [DIGITS]."),
+    ],
+    "an4 mixed words and numerals": [
+        (C, True, "one zero zero zero one", 0.5, 2.1, "[DIGITS]"),
+        (C, True, "It's 90210.", 2.7, 4.4, "It's [DIGITS]."),
+        (C, True, "oh one eight oh three", 5.0, 6.8, "[DIGITS]"),
+    ],
+    "phone 3-3-4 after the rep's cue": [
+        (R, True, "What's a good phone number for you?", 0.5, 2.0, "="),
+        (C, False, "415", 2.6, 3.2, "[DIGITS]"),
+        (C, True, "415.", 2.6, 3.4, "[DIGITS]."),
+        (C, True, "555.", 4.0, 4.8, "[DIGITS]."),
+        (C, False, "2671", 5.5, 6.4, "[DIGITS]"),
+        (C, True, "2671.", 5.5, 6.6, "[DIGITS]."),
+    ],
+    "phone 3-3-4 after the customer's own cue": [
+        (C, True, "Sure, my cell is", 0.5, 1.5, "="),
+        (C, True, "415", 2.0, 2.8, "[DIGITS]"),
+        (C, True, "then 555", 3.4, 4.4, "then [DIGITS]"),
+        (C, True, "and 2671.", 5.0, 6.2, "and [DIGITS]."),
+    ],
+    "phone 3-3-4 with no cue: only the first 3-digit group can read as a count": [
+        (R, True, "Okay, go ahead.", 0.5, 1.3, "="),
+        (C, True, "415.", 2.0, 2.8, "="),
+        (C, True, "555.", 3.4, 4.2, "[DIGITS]."),
+        (C, True, "2671.", 4.8, 5.8, "[DIGITS]."),
+    ],
+    "phone said digit by digit, no cue": [
+        (C, True, "four one five,", 0.5, 1.8, "[DIGITS],"),
+        (C, True, "five five five,", 2.4, 3.6, "[DIGITS],"),
+        (C, True, "two six seven one.", 4.2, 5.8, "[DIGITS]."),
+    ],
+    "a card in breaths, the rep talking in between": [
+        (C, True, "My card number is 4556", 0.5, 2.5, "My card number is [DIGITS]"),
+        (R, True, "Mm-hmm, go on, we have 400 seats on the order.", 2.6, 4.6, "="),
+        (C, False, "737", 4.8, 5.5, "[DIGITS]"),
+        (C, True, "7375", 4.8, 5.8, "[DIGITS]"),
+        (R, True, "Okay.", 6.0, 6.4, "="),
+        (C, True, "8689 and then", 6.6, 8.0, "[DIGITS] and then"),
+        (R, True, "Sorry, was that 8689?", 8.2, 9.6, "="),
+        (C, True, "Yes, 9533.", 9.8, 11.0, "Yes, [DIGITS]."),
+        # the spec: a number in an ordinary line is masked while the dictation lasts...
+        (
+            C,
+            True,
+            "That's it, and we want 400 seats.",
+            11.5,
+            14.0,
+            "That's it, and we want [DIGITS] seats.",
+        ),
+        # ...and a line of ordinary words without one ends it
+        (C, True, "Great, thanks.", 14.5, 15.2, "="),
+        (C, True, "We have 400 reps.", 15.6, 16.8, "="),
+    ],
+    "a masked number starts a dictation; ordinary words end it": [
+        (C, True, "Call me at 555-123-4567", 0.5, 3.0, "Call me at [PHONE]"),
+        (C, True, "or 4821", 3.5, 4.5, "or [DIGITS]"),
+        (C, True, "Thanks, that's all from me.", 5.0, 6.5, "="),
+        (C, True, "1200.", 7.0, 7.8, "="),
+    ],
+    "a dictation lapses after 10 s of audio": [
+        (C, True, "90210", 0.5, 2.0, "[DIGITS]"),
+        (C, True, "Um", 3.0, 3.4, "="),
+        (C, True, "we'd start with 450", 13.0, 14.5, "="),
+    ],
+    "a cue arms only the next few seconds": [
+        (R, True, "Do you have the account number handy?", 0.5, 2.5, "="),
+        (C, True, "Let me look.", 3.0, 3.8, "="),
+        (C, True, "4242.", 5.0, 5.8, "[DIGITS]."),
+        (R, True, "What's your card number?", 10.0, 11.5, "="),
+        (C, True, "Hmm, I'll find it.", 12.0, 13.5, "="),
+        (C, True, "2019.", 20.0, 20.8, "="),
+    ],
+    "bare answers to ordinary questions stay readable": [
+        (R, True, "When did you start using a CRM?", 0.5, 2.0, "="),
+        (C, True, "2019.", 2.5, 3.2, "="),
+        (R, True, "And how many reps?", 3.5, 4.5, "="),
+        (C, False, "450", 5.0, 5.5, "[DIGITS]"),
+        (C, True, "450.", 5.0, 5.8, "="),
+        (R, True, "How many seats would you need?", 6.0, 7.5, "="),
+        (C, True, "1200.", 8.0, 8.8, "="),
+        (C, True, "Maybe 10,000.", 12.0, 13.0, "="),
+    ],
+    "a bare group right after another bare group is dictation": [
+        (C, True, "2019.", 0.5, 1.2, "="),
+        (C, True, "450.", 2.0, 2.6, "[DIGITS]."),
+    ],
+    "quantities, prices, years, dates and times in ordinary lines": [
+        (C, True, "we have 400 reps", 0.5, 1.5, "="),
+        (C, False, "it's about 5000", 2.0, 2.8, "="),
+        (C, True, "it's about 5000 dollars", 2.0, 3.0, "="),
+        (C, True, "we've used it since 2019", 3.5, 4.5, "="),
+        (C, True, "the renewal is on 12/25/2026", 5.0, 6.5, "="),
+        (C, True, "let's meet at 10:30 on the 15th", 7.0, 8.5, "="),
+        (C, True, "I think it was 450 last quarter", 9.0, 10.5, "="),
+        (R, True, "the number of seats is 450.", 11.0, 12.5, "="),
+        (C, True, "about 300.", 13.0, 13.6, "="),
+    ],
+    "prices stay readable during a dictation": [
+        (C, True, "account 4821 7730", 0.5, 2.5, "account [DIGITS]"),
+        (C, True, "and $5000 a year", 3.0, 4.0, "="),
+    ],
+}
+
+
+def guarded(lines: list[Line], options: RedactionOptions | None = None) -> list[str]:
+    """What each line shows after one call's guard, in order."""
+    guard = DictationGuard(Redactor(options))
+    return [
+        guard.transcript(Transcript(f"u{k}", speaker, final, text, start_s, end_s)).text
+        for k, (speaker, final, text, start_s, end_s, _) in enumerate(lines)
+    ]
+
+
+@pytest.mark.parametrize("name", DICTATIONS)
+def test_dictation_guard(name: str) -> None:
+    """Each transcript shows what the table says ("=": unchanged), given the lines before it."""
+    lines = DICTATIONS[name]
+    expected = [text if shown == "=" else shown for _, _, text, _, _, shown in lines]
+    assert guarded(lines) == expected
+
+
+def test_readable_lines_stay_readable_through_the_guard() -> None:
+    """Quantities, prices, years and dates said one after another stay as they are: no
+    dictation starts from them (one of them says "car", a cue; none is a bare group)."""
+    lines: list[Line] = [
+        (C, True, text, 2.0 * k, 2.0 * k + 1.5, "=") for k, text in enumerate(READABLE)
+    ]
+    assert guarded(lines) == READABLE
+
+
+def test_without_the_guard_the_groups_leak() -> None:
+    """The stateless core alone leaves the AN4 groups readable: the guard is what masks them."""
+    finals = [text for _, final, text, *_ in DICTATIONS["an4 numerals"][1:] if final]
+    assert [redact_text(t) for t in finals] == finals
+    assert all(longest_number_run(t) <= 1 for t in guarded(DICTATIONS["an4 numerals"]))
+
+
+def test_dictation_windows_are_options() -> None:
+    """A longer cue window arms a later answer; the windows must be positive."""
+    lines: list[Line] = [
+        (R, True, "What's the account number?", 0.0, 1.5, "="),
+        (C, True, "4242.", 9.0, 9.8, "4242."),
+    ]
+    assert guarded(lines)[1] == "4242."
+    assert guarded(lines, RedactionOptions(dictation_cue_s=10.0))[1] == "[DIGITS]."
+    with pytest.raises(ValueError, match="dictation"):
+        RedactionOptions(dictation_s=0)
+
+
+def test_the_guard_masks_words_like_the_text() -> None:
+    """A group masked by the guard is masked in the words too, as one placeholder word."""
+    guard = DictationGuard(Redactor())
+    first = Transcript("u1", C, True, "90210", 1.0, 2.0, (Word(" 90210", 1.0, 2.0, 0.9),))
+    text = "and 4821."
+    words = (Word(" and", 2.5, 2.7, 0.9), Word(" 4821.", 2.8, 3.6, 0.8))
+    assert [w.text for w in guard.transcript(first).words] == [" [DIGITS]"]
+    second = guard.transcript(Transcript("u2", C, True, text, 2.5, 3.6, words))
+    assert second.text == "and [DIGITS]."
+    assert second.words == (words[0], Word(" [DIGITS].", 2.8, 3.6, 0.8))
+
+
+def test_the_stage_remembers_per_call() -> None:
+    """The stage masks across one call's transcripts; another call starts afresh, and what
+    is not a transcript passes through."""
+    redactor = Redactor()  # shared, as in Engines
+
+    async def run(texts: list[str]) -> list[object]:
+        async def events() -> AsyncIterator[Transcript | str]:
+            for k, text in enumerate(texts):
+                yield Transcript(f"u{k}", C, True, text, 2.0 * k, 2.0 * k + 1.5)
+            yield "end"
+
+        return [
+            e.text if isinstance(e, Transcript) else e async for e in redact(events(), redactor)
+        ]
+
+    assert asyncio.run(run(["2019.", "4821."])) == ["2019.", "[DIGITS].", "end"]
+    assert asyncio.run(run(["4821."])) == ["4821.", "end"]
