@@ -80,6 +80,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+from nlp.numbers import DIGITS, TEENS, TENS
 from nlp.transcript import Transcript, Word
 
 E = TypeVar("E")
@@ -124,21 +125,12 @@ class Span:
     end_char: int
 
 
-_DIGIT_WORDS = {
-    w: str(k) for k, w in enumerate("zero one two three four five six seven eight nine".split())
-}
-_DIGIT_WORDS |= {"oh": "0", "o": "0"}
+# The digits each number word stands for, from nlp.numbers' one table ("twenty" -> "2",
+# read before a unit digit as in "twenty one" -> "21"; "oh" and "o" as zero inside a run).
+_DIGIT_WORDS = {w: str(n) for w, n in DIGITS.items()} | {"oh": "0", "o": "0"}
 _ZERO_ALIASES = {"oh", "o"}  # only inside a run: "Oh, 4000 users" starts no number
-_TEENS = {
-    w: str(10 + k)
-    for k, w in enumerate(
-        "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
-    )
-}
-_TENS = {
-    w: str(k + 2)
-    for k, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())
-}
+_TEENS = {w: str(n) for w, n in TEENS.items()}
+_TENS = {w: str(n // 10) for w, n in TENS.items()}
 _REPEATS = {"double": 2, "triple": 3}
 _FILLERS = {"um", "uh", "er", "erm", "ah", "hmm", "mm"}
 _SEPARATORS = set(",-./()+")
