@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guidance.cards import Candidate, Card, CardDeck, Evidence
 from guidance.dynamics import Alert, Dynamics
-from guidance.errors import CardActionError
+from guidance.errors import CardActionError, describe_validation
 from guidance.playbook import INTENT_CARD_KINDS, CardTemplate, Playbook
 from guidance.score import TALK_SHARE_PRIOR_S, LeadScore, Prior, Score, ScoreModel
 from nlp.insight import Insight
@@ -129,13 +129,11 @@ class Coach:
         try:
             action = CardActionMessage.model_validate(message)
         except ValidationError as e:
-            first = e.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "message"
             card_id = message.get("card_id") if isinstance(message, Mapping) else None
             return [
                 CardActionRejected(
                     card_id if isinstance(card_id, str) else None,
-                    f"bad card_action message: {where}: {first['msg']}",
+                    f"bad card_action message: {describe_validation(e, root='message')}",
                 )
             ]
         try:
