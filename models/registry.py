@@ -137,7 +137,6 @@ def load_detectors(name: str) -> DetectorFactory:
 
 
 EMBEDDERS = ("minilm",)
-_cache_dir = cache_dir  # load_embedder's parameter shadows the name
 
 
 def load_embedder(
@@ -151,8 +150,7 @@ def load_embedder(
         raise ModelUnavailable(f"unknown sentence embedder {name!r}; known: {', '.join(EMBEDDERS)}")
     from models.minilm import MiniLMEmbedder, MiniLMOptions
 
-    graphs = cache_dir or _cache_dir()
-    return MiniLMEmbedder(MiniLMOptions(intra_op_threads=threads, cache_dir=graphs))
+    return MiniLMEmbedder(MiniLMOptions(intra_op_threads=threads, cache_dir=cache_dir))
 
 
 @dataclass(frozen=True, slots=True)
