@@ -33,9 +33,9 @@ from audio.segmenter import (
 )
 from audio.vad import DetectorFactory
 from nlp.asr import AsrOptions, accept
+from nlp.scheduler import FINAL, PARTIAL, SPECULATIVE
 from nlp.transcript import Recognition, RecognitionContext, Transcriber
 
-FINAL, SPECULATIVE, PARTIAL = 0, 1, 2
 NET_FRAME = 320  # 20 ms at 16 kHz: audio reaches the server in these steps
 
 
