@@ -25,7 +25,7 @@ quotes. Reported, over all renderings:
   the reply).
 
     python -m bench.bench_card_accuracy [--variants NAME ...] [--json OUT] [--events FILE]
-    python -m bench.bench_card_accuracy --rescore FILE [--replay-coach]
+    python -m bench.bench_card_accuracy --rescore FILE [--replay-coach | --reanalyze]
 
 ``card_accuracy()`` returns the same dict, for a combined benchmark run.
 """
@@ -102,11 +102,15 @@ def turn_index(spoken: Sequence[Spoken], ev: dict[str, Any]) -> int | None:
     return best
 
 
-def replay_coach(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def replay_coach(events: list[dict[str, Any]], analyzer: Any = None) -> list[dict[str, Any]]:
     """The call's recorded transcripts and insights through a fresh coach on the packaged
     playbook: the cards the current coaching code gives for what was heard then, each stamped
     with the arrival of the event that raised it. Evaluates a coaching change without the
-    recognizer's run-to-run variation."""
+    recognizer's run-to-run variation. With an ``nlp.analyze.Analyzer``, each insight's text is
+    analysed again (today's intent layer on the words heard then)."""
+    import dataclasses
+    import datetime as dt
+
     from guidance.cards import Card
     from guidance.coach import Coach
     from guidance.playbook import load_playbook
@@ -123,6 +127,13 @@ def replay_coach(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         event = from_wire({k: v for k, v in e.items() if k not in ("received_s", "latency_s")})
         assert isinstance(event, Transcript | Insight)
+        if isinstance(event, Insight) and analyzer is not None:
+            a = analyzer.analyze(event.text, call_date=dt.date(2025, 3, 12))
+            i = a.intent
+            event = dataclasses.replace(
+                event, label=i.label, confidence=i.confidence, scores=i.scores,
+                entities=a.entities, sentiment=a.sentiment,
+            )  # fmt: skip
         now_s = max(now_s, event.end_s)
         got = coach.tick(now_s)
         if isinstance(event, Transcript):
@@ -133,9 +144,16 @@ def replay_coach(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def rescore(events_path: Path, replay: bool = False) -> dict[str, Any]:
+def rescore(events_path: Path, replay: bool = False, reanalyze: bool = False) -> dict[str, Any]:
     """The figures again from a ``--events`` file (renders the scripts to get their timing);
-    with ``replay``, of the cards the current coach gives for the recorded insights."""
+    with ``replay``, of the cards the current coach gives for the recorded insights; with
+    ``reanalyze`` too, for today's intent layer on the recorded transcripts."""
+    analyzer = None
+    if reanalyze:
+        from models.registry import load_embedder
+        from nlp.analyze import load_analyzer
+
+        analyzer = load_analyzer(load_embedder())
     by_call: dict[str, list[dict[str, Any]]] = {}
     for line in events_path.read_text().splitlines():
         e = json.loads(line)
@@ -145,7 +163,7 @@ def rescore(events_path: Path, replay: bool = False) -> dict[str, Any]:
     for name, events in by_call.items():
         v, script = name.split("/")
         call = render_script(SCRIPTS[script], variants[v])
-        cards = replay_coach(events) if replay else events
+        cards = replay_coach(events, analyzer) if replay or reanalyze else events
         scored[name] = score_call(SCRIPTS[script], call, cards)
     return aggregate(scored)
 
@@ -346,9 +364,14 @@ def main() -> None:
     parser.add_argument(
         "--replay-coach", action="store_true", help="with --rescore: rerun today's coach"
     )
+    parser.add_argument(
+        "--reanalyze",
+        action="store_true",
+        help="with --rescore: rerun today's coach and intent layer on the recorded transcripts",
+    )
     args = parser.parse_args()
     if args.rescore:
-        print(json.dumps(rescore(args.rescore, args.replay_coach), indent=2))
+        print(json.dumps(rescore(args.rescore, args.replay_coach, args.reanalyze), indent=2))
         return
     chosen = [v for v in VARIANTS if not args.variants or v.name in args.variants]
     report = asyncio.run(card_accuracy(chosen, events_path=args.events))

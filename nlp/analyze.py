@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nlp.denial import denied_concerns, without_denied
 from nlp.entities import DEFAULT_COMPETITORS, extract_entities
 from nlp.insight import Entity, IntentResult
 from nlp.intent import (
@@ -44,7 +45,8 @@ class Analyzer:
     """Classifier + entity rules + sentiment for one utterance; blocking.
 
     Sentiment is the expected valence of the intent scores (``IntentValenceSentiment``): no
-    second model call.
+    second model call. An objection the text explicitly denies ("the price is not an issue",
+    ``nlp.denial``) is taken off the intent before anything else sees it.
     """
 
     def __init__(
@@ -66,7 +68,10 @@ class Analyzer:
 
     def analyze_many(self, texts: Sequence[str], *, call_date: dt.date) -> list[TextAnalysis]:
         cut = [t[:MAX_TEXT_CHARS] for t in texts]
-        intents = self._classifier.classify(cut)
+        intents = [
+            without_denied(intent, denied_concerns(t))
+            for t, intent in zip(cut, self._classifier.classify(cut), strict=True)
+        ]
         return [
             TextAnalysis(
                 intent,
