@@ -121,6 +121,9 @@ def build_app(rt: Runtime) -> FastAPI:
             await _viewer(rt, ws, call_id)
 
     app.include_router(build_router(rt.store, auth=require_token, fallback=rt.engines.summarizer))
+    from server import sources  # AudioHook and Vonage; imports this module, so not at the top
+
+    sources.register(app, rt)
     return app
 
 

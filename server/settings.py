@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from server.audiohook_auth import parse_keys as parse_audiohook_keys
+
 
 class SettingsError(ValueError):
     """A configuration value is malformed; the message names the variable. Fix and restart."""
@@ -48,6 +50,7 @@ class Settings:
     max_frame_bytes: int = 64_000
     twilio_auth_token: str = ""  # when set, X-Twilio-Signature is verified
     public_url: str = ""  # the URL Twilio dials (signature base), e.g. wss://host
+    audiohook_keys: str = ""  # JSON {api_key: base64 client secret}; set: signatures required
     playbook: str = ""  # path of a playbook file; empty: the bundled defaults
     webhook_urls: tuple[str, ...] = ()
     webhook_secret: str = ""
@@ -83,6 +86,10 @@ class Settings:
                 f"got {self.retention_days}"
             )
         self._check_urls()
+        try:
+            parse_audiohook_keys(self.audiohook_keys)
+        except ValueError as err:
+            raise SettingsError(f"CUECARD_AUDIOHOOK_KEYS: {err}") from None
         if self.playbook and not Path(self.playbook).expanduser().is_file():
             raise SettingsError(f"CUECARD_PLAYBOOK={self.playbook!r}: no such file")
 

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 CallStatus = Literal["live", "ended", "interrupted"]
 CALL_STATUSES: tuple[CallStatus, ...] = ("live", "ended", "interrupted")
-CallSource = Literal["native", "twilio", "webrtc", "file"]
+CallSource = Literal["native", "twilio", "audiohook", "vonage", "webrtc", "file"]
 
 DeliveryOutcome = Literal["delivered", "retrying", "failed"]
 

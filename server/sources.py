@@ -1,0 +1,250 @@
+"""The socket loops of two more call sources, on the app's routes (``register(app, rt)``):
+
+- ``WS /v1/audiohook``  Genesys Cloud AudioHook Monitor (``server.audiohook``), authenticated
+  by the upgrade's HTTP message signature against ``CUECARD_AUDIOHOOK_KEYS``
+  (``server.audiohook_auth``), or by the bearer token (``?token=`` or ``Authorization``) when
+  no keys are configured. The call's id is the AudioHook ``conversationId``.
+- ``WS /v1/vonage``     Vonage Voice WebSockets (``server.vonage``), authenticated by the
+  bearer token (``?token=`` on the NCCO's URI, or a ``token`` header in the first message).
+
+An AudioHook session that breaks the protocol (or fails authentication) is answered with
+``disconnect`` and a reason; the client then has ``CLOSE_GRACE_S`` for its ``close``, which is
+answered with ``closed``, and the socket closes with the error's code either way. A call that
+was open ends ``interrupted``. A Vonage error closes the socket with a code and a reason, as on
+the native and Twilio sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
+
+from server.app import (
+    START_TIMEOUT_S,
+    Runtime,
+    _AudioCall,
+    _close_session,
+    _open_session,
+    _receive,
+    _safe_close,
+    _serve_audio,
+    _valid_call_id,
+)
+from server.audiohook import AudioHookStream, Closing, DisconnectReason, Opening
+from server.audiohook_auth import SignatureRefused, SignatureVerifier, parse_keys
+from server.ingest import (
+    INVALID_PAYLOAD,
+    POLICY_VIOLATION,
+    UNSUPPORTED_DATA,
+    ProtocolError,
+    split_vocabulary,
+)
+from server.store import CallMeta
+from server.vonage import VonageStream
+
+log = logging.getLogger(__name__)
+
+CLOSE_GRACE_S = 5.0  # after our disconnect, how long the client has for its close
+
+
+def register(app: FastAPI, rt: Runtime) -> None:
+    keys = parse_keys(rt.settings.audiohook_keys)
+    verifier = SignatureVerifier(keys, rt.clock.now) if keys else None
+
+    @app.websocket("/v1/audiohook")
+    async def audiohook(ws: WebSocket) -> None:
+        await ws.accept()
+        await _audiohook(rt, ws, verifier)
+
+    @app.websocket("/v1/vonage")
+    async def vonage(ws: WebSocket) -> None:
+        await ws.accept()
+        call = _AudioCall("vonage stream")
+        await _serve_audio(rt, ws, call, _vonage_loop(rt, ws, call))
+
+
+# -- AudioHook ------------------------------------------------------------------------------
+def _refusal(rt: Runtime, ws: WebSocket, verifier: SignatureVerifier | None) -> str | None:
+    """Why the upgrade is not let in, or None."""
+    if verifier is None:
+        return None if rt.auth.allows(ws) else "missing or wrong token"
+    headers = {k: ", ".join(ws.headers.getlist(k)) for k in ws.headers}
+    raw_path = ws.scope.get("raw_path") or ws.scope["path"].encode()
+    query = ws.scope.get("query_string", b"")
+    target = raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+    try:
+        verifier.verify(headers, target)
+    except SignatureRefused as err:
+        return str(err)
+    return None
+
+
+async def _audiohook(rt: Runtime, ws: WebSocket, verifier: SignatureVerifier | None) -> None:
+    stream = AudioHookStream(rt.settings.max_frame_bytes)
+    refusal = _refusal(rt, ws, verifier)
+    if refusal is not None:
+        log.warning("audiohook connection refused: %s", refusal)
+        await _wind_down(ws, stream, "unauthorized", refusal, POLICY_VIOLATION)
+        return
+    call = _AudioCall("audiohook session")
+    try:
+        await _audiohook_loop(rt, ws, stream, call)
+    except ProtocolError as err:
+        log.warning("%s: disconnecting: %s", call.label, err.reason)
+        try:
+            await _wind_down(ws, stream, "error", err.reason, err.code)
+        finally:
+            if call.session is not None:
+                await _close_session(rt, call.session, "interrupted", err.reason)
+    except BaseException:
+        if call.session is not None:
+            await _close_session(rt, call.session, "interrupted", "server error")
+        raise
+
+
+async def _audiohook_loop(
+    rt: Runtime, ws: WebSocket, stream: AudioHookStream, call: _AudioCall
+) -> None:
+    idle_s = rt.settings.idle_timeout_s
+    while True:
+        msg = await _receive(ws, idle_s)
+        if msg is None:
+            raise ProtocolError(POLICY_VIOLATION, f"no message for {idle_s:g} s")
+        if msg["type"] == "websocket.disconnect":
+            if call.session is not None:
+                detail = "audiohook socket closed without a close transaction"
+                await _close_session(rt, call.session, "interrupted", detail)
+                call.session = None
+            return
+        if msg.get("bytes") is not None:
+            chunks = stream.feed_audio(msg["bytes"])
+            if call.session is not None:
+                await call.session.feed(chunks)
+            continue
+        step = stream.feed_text(msg.get("text") or "")
+        if step.note:
+            log.info("%s: %s", call.label, step.note)
+        if isinstance(step.event, Opening):
+            await _open(rt, ws, stream, step.event, call)
+        for reply in step.replies:
+            await ws.send_json(reply)
+        while chunks := stream.silence():  # a pause or a discard: keep the timeline
+            if call.session is not None:
+                await call.session.feed(chunks)
+        if isinstance(step.event, Closing):
+            await _close(rt, ws, stream, call, step.event)
+            return
+
+
+def _check_headers(ws: WebSocket, opening: Opening) -> None:
+    """The upgrade's (signed) headers name the same organization and session as ``open``."""
+    pairs = (
+        ("audiohook-organization-id", opening.organization_id),
+        ("audiohook-session-id", opening.session_id),
+    )
+    for header, value in pairs:
+        sent = ws.headers.get(header)
+        if sent is not None and sent.strip().lower() != value.lower():
+            raise ProtocolError(POLICY_VIOLATION, f"{header} header does not match 'open'")
+
+
+async def _open(
+    rt: Runtime, ws: WebSocket, stream: AudioHookStream, opening: Opening, call: _AudioCall
+) -> None:
+    _check_headers(ws, opening)
+    if not opening.probe:  # the connection probe opens and closes, and is no call
+        call_id = opening.conversation_id
+        if not _valid_call_id(call_id):  # pragma: no cover - a UUID always is
+            raise ProtocolError(POLICY_VIOLATION, "conversationId is not a valid call id")
+        custom = opening.custom
+        rep_id = str(custom["rep_id"])[:200] if custom.get("rep_id") else None
+        vocabulary = custom.get("vocabulary")
+        names = split_vocabulary(vocabulary) if isinstance(vocabulary, str) else ()
+        meta = CallMeta(call_id, "audiohook", rep_id, rt.clock.now())
+        call.label = f"audiohook call {call_id}"
+        call.session = await _open_session(rt, meta, opening.speakers, names)
+    await ws.send_json(stream.opened())
+
+
+async def _close(
+    rt: Runtime, ws: WebSocket, stream: AudioHookStream, call: _AudioCall, closing: Closing
+) -> None:
+    """``closed`` at once (the client waits for it), then the call drains and ends."""
+    tail = stream.flush()
+    await ws.send_json(stream.closed())
+    await _safe_close(ws, 1000, "closed")
+    session, call.session = call.session, None
+    if session is not None:
+        try:
+            await session.feed(tail)
+        finally:
+            clean = closing.reason in ("end", "disconnect")
+            detail = f"audiohook close ({closing.reason})"
+            await _close_session(rt, session, "ended" if clean else "interrupted", detail)
+
+
+async def _wind_down(
+    ws: WebSocket, stream: AudioHookStream, reason: DisconnectReason, info: str, code: int
+) -> None:
+    """``disconnect``, then the client's close transaction (bounded), then the socket."""
+    message = stream.disconnect(reason, info)
+    if message is not None and ws.application_state == WebSocketState.CONNECTED:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await ws.send_json(message)
+            await _await_close(ws, stream)
+    await _safe_close(ws, code, info)
+
+
+async def _await_close(ws: WebSocket, stream: AudioHookStream) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CLOSE_GRACE_S
+    while (left := deadline - loop.time()) > 0:
+        msg = await _receive(ws, left)
+        if msg is None or msg["type"] == "websocket.disconnect":
+            return
+        text = msg.get("text")
+        if text is not None and isinstance(stream.feed_text(text).event, Closing):
+            await ws.send_json(stream.closed())
+            return
+
+
+# -- Vonage ---------------------------------------------------------------------------------
+async def _vonage_loop(rt: Runtime, ws: WebSocket, call: _AudioCall) -> None:
+    stream = VonageStream(rt.settings.max_frame_bytes)
+    by_header = rt.auth.allows(ws)
+    try:
+        first = await asyncio.wait_for(ws.receive(), START_TIMEOUT_S)
+    except TimeoutError:
+        raise ProtocolError(
+            POLICY_VIOLATION, "no websocket:connected message within 10 s"
+        ) from None
+    if first["type"] == "websocket.disconnect":
+        return
+    if first.get("text") is None:
+        raise ProtocolError(UNSUPPORTED_DATA, "first message must be JSON websocket:connected")
+    started = stream.feed_text(first["text"])
+    if started is None:  # pragma: no cover - the first message starts or raises
+        raise ProtocolError(INVALID_PAYLOAD, "first message must be websocket:connected")
+    if not by_header and not rt.auth.check(started.token):
+        raise ProtocolError(POLICY_VIOLATION, "missing or wrong token")
+    if not _valid_call_id(started.call_id):
+        raise ProtocolError(POLICY_VIOLATION, "call_id must be 1-128 of [A-Za-z0-9._-]")
+    meta = CallMeta(started.call_id, "vonage", started.rep_id, rt.clock.now())
+    call.label = f"vonage call {started.call_id}"
+    session = call.session = await _open_session(rt, meta, (started.speaker,), started.vocabulary)
+    while True:
+        msg = await _receive(ws, rt.settings.idle_timeout_s)
+        if msg is None or msg["type"] == "websocket.disconnect":
+            await session.feed(stream.flush())
+            await _close_session(rt, session, "ended", "vonage socket closed")
+            call.session = None
+            await _safe_close(ws, 1000, "call ended")
+            return
+        if msg.get("bytes") is not None:
+            await session.feed(stream.feed_audio(msg["bytes"]))
+        else:
+            stream.feed_text(msg.get("text") or "")
