@@ -25,7 +25,7 @@ from guidance.summary import BuiltinSummarizer
 from guidance.summary_markdown import render_markdown
 from server.api import SummaryNotReady, summary_of
 from server.card_stats import card_stats
-from server.settings import default_data_dir, is_redis_url
+from server.settings import default_data_dir, is_redis_url, require_extra
 from server.store import CALL_STATUSES, CallFilter, CallNotFound, CallStore, StoreError
 from server.wire import to_wire
 
@@ -86,6 +86,7 @@ def _when(text: str) -> float:
 async def open_store(args: argparse.Namespace) -> CallStore:
     """The store named by ``--redis-url`` or ``--data-dir``."""
     if args.redis_url:
+        require_extra("--redis-url", "redis", "redis")
         from server.redis_store import RedisCallStore
 
         return await RedisCallStore.open(args.redis_url)

@@ -25,7 +25,6 @@ from server.bus import Bus
 from server.clock import SystemClock
 from server.engines import load_engines, open_store
 from server.handoff import call_events, hand_off_call
-from server.redis_bus import RedisBus
 from server.retention import retention
 from server.session import Engines
 from server.settings import Settings
@@ -48,7 +47,7 @@ async def build_runtime(settings: Settings) -> Runtime:
     if engines.webhooks is not None:
         await engines.webhooks.start()
     await mark_interrupted(store, engines)
-    bus = Bus() if settings.store == "sqlite" else RedisBus(settings.store)
+    bus = Bus() if settings.store == "sqlite" else _redis_bus(settings.store)
     rt = Runtime(settings, engines, store, bus, Authenticator(settings.resolved_token()), clock)
 
     async def act_here(call_id: str, message: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -99,6 +98,12 @@ async def close_runtime(rt: Runtime) -> None:
         await rt.engines.webhooks.aclose()
     rt.engines.nlp_executor.shutdown(wait=True)
     await rt.store.close()
+
+
+def _redis_bus(url: str) -> Bus:
+    from server.redis_bus import RedisBus  # lazy: redis is an extra (cuecard[redis])
+
+    return RedisBus(url)
 
 
 async def serve(settings: Settings, *, demo: bool = False) -> int:

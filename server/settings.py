@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import math
 import os
 import secrets
@@ -92,6 +93,10 @@ class Settings:
             raise SettingsError(f"CUECARD_AUDIOHOOK_KEYS: {err}") from None
         if self.playbook and not Path(self.playbook).expanduser().is_file():
             raise SettingsError(f"CUECARD_PLAYBOOK={self.playbook!r}: no such file")
+        if is_redis_url(self.store):
+            require_extra("CUECARD_STORE", "redis", "redis")
+        if self.llm_base_url:
+            require_extra("CUECARD_LLM_BASE_URL", "openai", "llm")
 
     def _check_urls(self) -> None:
         for url in self.webhook_urls:
@@ -147,6 +152,16 @@ class Settings:
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
         return token
+
+
+def require_extra(variable: str, module: str, extra: str) -> None:
+    """The optional path ``variable`` selects needs ``module``, which the default install lacks
+    (pyproject.toml's extras): a SettingsError naming the variable and the install command."""
+    if importlib.util.find_spec(module) is None:
+        raise SettingsError(
+            f"{variable} needs the {module} package, which is not installed: "
+            f"pip install -e '.[{extra}]' in the cuecard folder"
+        )
 
 
 # CUECARD_* variables read outside Settings: the model cache (models/registry.py).
