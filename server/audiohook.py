@@ -205,6 +205,7 @@ class AudioHookStream:
         self._frames = 0  # 8 kHz sample frames on the call's timeline (silence included)
         self._owed = 0  # sample frames of silence owed to the timeline
         self._want_languages = False
+        self._id_known = False
 
     @property
     def position_s(self) -> float:
@@ -279,8 +280,8 @@ class AudioHookStream:
     def _check_id(self, session_id: object, kind: str) -> None:
         if not isinstance(session_id, str) or not _UUID.match(session_id):
             raise ProtocolError(INVALID_PAYLOAD, "id must be the session's UUID")
-        if kind == "open" and self.state == "preparing":
-            self.session_id = session_id
+        if not self._id_known:  # the first message names the session
+            self.session_id, self._id_known = session_id, True
         elif session_id != self.session_id:
             raise ProtocolError(INVALID_PAYLOAD, f"id {session_id} is not this session's id")
 
@@ -299,7 +300,7 @@ class AudioHookStream:
         return params
 
     def _open(self, msg: dict[str, Any], params: OpenParams) -> Opening:
-        if self.state != "preparing":
+        if self.state != "preparing" or self.opening is not None:
             raise ProtocolError(INVALID_PAYLOAD, "second 'open'")
         chosen = choose_media(params.media)
         if chosen is None:
