@@ -281,7 +281,7 @@ async def real_speech(
 async def run_model(
     model: str, sets: dict[str, list[Call]], variants: Sequence[Variant], data: Path
 ) -> dict[str, Any]:
-    from tests.conftest import start_server, stop_server
+    from clients.localserver import start_server, stop_server
 
     # Offline decodes first (cached), so they never compete with a live stream for the CPU.
     off = {p: offline_texts(model, p, [c for cs in sets.values() for c in cs]) for p in PATHS}

@@ -53,7 +53,7 @@ def alert_call() -> tuple[Turn, ...]:
 
 
 async def run() -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from tests.conftest import start_server, stop_server
+    from clients.localserver import start_server, stop_server
 
     call = render(alert_call())
     with tempfile.TemporaryDirectory() as tmp:

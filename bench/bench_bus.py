@@ -45,7 +45,7 @@ def identity(e: dict[str, Any]) -> tuple[Any, ...]:
 
 
 async def run() -> dict[str, Any]:
-    from tests.conftest import running_redis, start_server, stop_server
+    from clients.localserver import running_redis, start_server, stop_server
 
     call = render(BENCH_CALL)
     with tempfile.TemporaryDirectory() as tmp, running_redis() as url:

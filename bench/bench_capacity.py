@@ -51,7 +51,7 @@ async def one_level(server: Any, path: Path, call: Any, n: int, stagger_s: float
 
 
 async def run(levels: list[int], stagger_s: float) -> dict[str, Any]:
-    from tests.conftest import start_server, stop_server
+    from clients.localserver import start_server, stop_server
 
     call = render(BENCH_CALL)
     rows = []

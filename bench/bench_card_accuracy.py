@@ -24,7 +24,7 @@ quotes. Reported, over all renderings:
   with the end of the customer's reply: it answers both turns, and its latency counts from
   the reply).
 
-    python -m bench.bench_card_accuracy [--variants NAME ...] [--json OUT] [--events FILE]
+    python -m bench.bench_card_accuracy [--variants NAME ...] [--model base] [--json OUT] [--events FILE]
     python -m bench.bench_card_accuracy --rescore FILE [--replay-coach | --reanalyze]
 
 ``card_accuracy()`` returns the same dict, for a combined benchmark run.
@@ -317,16 +317,17 @@ async def card_accuracy(
     variants: Sequence[Variant] = VARIANTS,
     server: Any | None = None,
     events_path: Path | None = None,
+    model: str = "tiny.en",
 ) -> dict[str, Any]:
     """The card-accuracy figures as a dict; starts its own server unless given one (anything
     with ``ws`` and ``token``, e.g. ``tests.conftest.ServerProcess``)."""
-    from tests.conftest import start_server, stop_server
+    from clients.localserver import start_server, stop_server
 
     scored: dict[str, dict[str, Any]] = {}
     per_variant: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         own = server is None
-        srv = start_server(Path(tmp) / "data") if server is None else server
+        srv = start_server(Path(tmp) / "data", CUECARD_MODEL=model) if own else server
         try:
             for v in variants:
                 got = await replay_variant(v, srv, Path(tmp), events_path)
@@ -360,6 +361,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", choices=[v.name for v in VARIANTS])
     parser.add_argument("--json", help="also write the report here")
     parser.add_argument("--events", type=Path, help="append every event here (JSON lines)")
+    parser.add_argument("--model", default="tiny.en", help="the server's CUECARD_MODEL")
     parser.add_argument("--rescore", type=Path, help="score a --events file instead of replaying")
     parser.add_argument(
         "--replay-coach", action="store_true", help="with --rescore: rerun today's coach"
@@ -374,7 +376,7 @@ def main() -> None:
         print(json.dumps(rescore(args.rescore, args.replay_coach, args.reanalyze), indent=2))
         return
     chosen = [v for v in VARIANTS if not args.variants or v.name in args.variants]
-    report = asyncio.run(card_accuracy(chosen, events_path=args.events))
+    report = asyncio.run(card_accuracy(chosen, events_path=args.events, model=args.model))
     print(json.dumps(report, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

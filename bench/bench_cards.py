@@ -129,7 +129,7 @@ def summary(xs: list[float]) -> dict[str, Any]:
 
 
 async def run(runs: int, events_path: Path | None = None) -> dict[str, Any]:
-    from tests.conftest import start_server, stop_server
+    from clients.localserver import start_server, stop_server
 
     call = render(bench_call())
     card_lat: list[float] = []

@@ -152,7 +152,7 @@ def asr_busy_s(server: Any) -> float:
 
 
 async def run(speed: float, runs: int) -> dict[str, Any]:
-    from tests.conftest import start_server, stop_server
+    from clients.localserver import start_server, stop_server
 
     call = render(BENCH_CALL)
     with tempfile.TemporaryDirectory() as tmp:

@@ -167,7 +167,7 @@ async def one_call(ws_base: str, token: str, call_id: str, audio: np.ndarray) ->
 
 
 async def through_server(calls: int) -> tuple[list[float], float]:
-    from tests.conftest import start_server, stop_server
+    from clients.localserver import start_server, stop_server
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "call.wav"
