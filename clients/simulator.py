@@ -2,7 +2,9 @@
 
 Audio goes out in 20 ms frames at ``speed`` times real time, over the native protocol
 (PCM16 at the file's rate) or, with ``twilio=True``, as Twilio Media Streams (mu-law 8 kHz,
-one ``media`` message per track per 20 ms). A stereo file is channel 0 = rep, 1 = customer.
+one ``media`` message per track per 20 ms), with ``audiohook=True`` as Genesys AudioHook
+(``clients.audiohook``: stereo PCMU 8 kHz, external = customer), with ``vonage=True`` as
+Vonage WebSockets (the call mixed to one 16-bit channel, labelled ``speaker``). A stereo file is channel 0 = rep, 1 = customer.
 Meanwhile it listens on the call's events socket and hands every event, with ``received_s``
 (seconds since the first audio frame was sent, on this process's monotonic clock), to
 ``on_event``. A paced replay (``speed`` > 0) also stamps each ``card`` with ``latency_s``:
@@ -45,6 +47,11 @@ class SimOptions:
     rep_id: str = "simulator"
     prior: dict[str, Any] = field(default_factory=dict)
     end_timeout_s: float = 30.0
+    audiohook: bool = False  # Genesys AudioHook (call_id must be a UUID: the conversationId)
+    vonage: bool = False  # Vonage WebSockets: one channel, the call mixed to mono
+    api_key: str = ""  # AudioHook: the API key and its client secret (empty: ?token=)
+    client_secret: bytes = b""
+    speaker: str = "unknown"  # Vonage: who is on its one channel
 
     def __post_init__(self) -> None:
         if self.speed < 0:
@@ -91,6 +98,10 @@ async def simulate(path: Path, options: SimOptions, on_event: OnEvent | None = N
         try:
             if options.twilio:
                 await _send_twilio(audio, rate, options, t0)
+            elif options.audiohook:
+                await _send_audiohook(audio, rate, options, t0)
+            elif options.vonage:
+                await _send_vonage(audio, rate, options, t0)
             else:
                 await _send_native(audio, rate, options, t0)
             await asyncio.wait_for(listener, options.end_timeout_s)
@@ -197,6 +208,45 @@ async def _send_twilio(audio: np.ndarray, rate: int, options: SimOptions, t0: li
             json.dumps({"event": "stop", "sequenceNumber": str(seq), "streamSid": stream_sid})
         )
         await ws.wait_closed()
+
+
+async def _send_audiohook(
+    audio: np.ndarray, rate: int, options: SimOptions, t0: list[float]
+) -> None:
+    from clients.audiohook import AudioHookOptions, replay
+
+    ah = AudioHookOptions(
+        server=options.server,
+        conversation_id=options.call_id,
+        api_key=options.api_key,
+        client_secret=options.client_secret,
+        token=options.token,
+        speed=options.speed,
+    )
+    t0.append(time.monotonic())
+    await replay(audio if audio.shape[1] == 2 else np.repeat(audio, 2, axis=1), rate, ah)
+
+
+async def _send_vonage(audio: np.ndarray, rate: int, options: SimOptions, t0: list[float]) -> None:
+    """The call mixed to one channel at 16 kHz (8 kHz for an 8 kHz file), 20 ms per frame."""
+    out_rate = 8000 if rate == 8000 else 16000
+    mono = audio.astype(np.float32).mean(axis=1) / 32768.0
+    pcm = np.clip(soxr.resample(mono, rate, out_rate) * 32768.0, -32768, 32767).astype("<i2")
+    first = {
+        "event": "websocket:connected",
+        "content-type": f"audio/l16;rate={out_rate}",
+        "call_id": options.call_id,
+        "speaker": options.speaker,
+        "rep_id": options.rep_id,
+    }
+    url = f"{options.server}/v1/vonage?token={quote(options.token)}"
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps(first))
+        step = out_rate * FRAME_MS // 1000
+        for i in range(0, len(pcm), step):
+            await _pace(t0, i / out_rate, options.speed)
+            await ws.send(pcm[i : i + step].tobytes())
+        await ws.close()
 
 
 def format_event(event: dict[str, Any]) -> str:

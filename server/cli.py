@@ -51,6 +51,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     options = SimOptions(server=args.server, token=token, speed=args.speed, twilio=args.twilio)
     if args.call_id:
         options = SimOptions(args.server, token, args.speed, args.twilio, args.call_id)
+    if args.audiohook or args.vonage:
+        options = _source_options(options, args, settings)
 
     def show(event: dict[str, Any]) -> None:
         print(json.dumps(event) if args.json else format_event(event), flush=True)
@@ -65,6 +67,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"call {result.call_id}: {result.audio_s:.1f} s of audio, {len(result.events)} events"
         )
     return 0
+
+
+def _source_options(options: Any, args: argparse.Namespace, settings: Settings) -> Any:
+    """--audiohook: signed with the first of CUECARD_AUDIOHOOK_KEYS (else ?token=), the call
+    id a UUID (the conversationId); --vonage: one mixed channel labelled --speaker."""
+    import dataclasses
+    import uuid
+
+    from server.audiohook_auth import parse_keys
+
+    if args.vonage:
+        return dataclasses.replace(options, vonage=True, speaker=args.speaker)
+    key, secret = next(iter(parse_keys(settings.audiohook_keys).items()), ("", b""))
+    call_id = args.call_id or str(uuid.uuid4())
+    return dataclasses.replace(
+        options, audiohook=True, call_id=call_id, api_key=key, client_secret=secret
+    )
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
@@ -123,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed", type=float, default=1.0, help="1.0 = real time, 0 = as fast as possible"
     )
     p.add_argument("--twilio", action="store_true", help="use Twilio Media Streams (mu-law 8 kHz)")
+    p.add_argument("--audiohook", action="store_true", help="use Genesys AudioHook (PCMU 8 kHz)")
+    p.add_argument("--vonage", action="store_true", help="use Vonage WebSockets (mixed mono)")
+    p.add_argument(
+        "--speaker",
+        default="unknown",
+        choices=("rep", "customer", "unknown"),
+        help="--vonage: who is on its one channel",
+    )
     p.add_argument("--json", action="store_true", help="one JSON event per line with received_s")
     p.add_argument("--call-id")
     p.set_defaults(func=cmd_simulate)
