@@ -128,7 +128,9 @@ class AudioHookClient:
         """The server's next message; its ``seq`` must be the next one."""
         raw = await asyncio.wait_for(self.ws.recv(), timeout_s)
         msg = json.loads(raw)
-        if msg.get("seq") != self.serverseq + 1 or msg.get("id") != self.session_id:
+        # before it has read our first message the server knows no session id: all zeros
+        ids = (self.session_id, PROBE_ID) if msg.get("type") == "disconnect" else (self.session_id,)
+        if msg.get("seq") != self.serverseq + 1 or msg.get("id") not in ids:
             raise AssertionError(f"server message out of order or for another session: {msg}")
         self.serverseq = msg["seq"]
         self.received.append(msg)

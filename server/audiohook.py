@@ -194,10 +194,14 @@ class AudioHookStream:
     """One AudioHook socket: client text and audio in; replies, audio chunks and the
     open/close transactions out. Every server message gets the next ``seq``."""
 
-    def __init__(self, max_frame_bytes: int) -> None:
+    def __init__(self, max_frame_bytes: int, session_id: str | None = None) -> None:
+        """``session_id``: the upgrade's ``Audiohook-Session-Id``, when it has one; else the
+        first message names the session (until then, messages carry the all-zero id)."""
         self.max_frame_bytes = max_frame_bytes
         self.state: StreamState = "preparing"
-        self.session_id = PROBE_ID
+        known = session_id is not None and _UUID.match(session_id) is not None
+        self.session_id = session_id.lower() if session_id and known else PROBE_ID
+        self._id_known = known
         self.opening: Opening | None = None
         self._seq = 0
         self._clientseq = 0
@@ -205,7 +209,6 @@ class AudioHookStream:
         self._frames = 0  # 8 kHz sample frames on the call's timeline (silence included)
         self._owed = 0  # sample frames of silence owed to the timeline
         self._want_languages = False
-        self._id_known = False
 
     @property
     def position_s(self) -> float:
@@ -281,8 +284,8 @@ class AudioHookStream:
         if not isinstance(session_id, str) or not _UUID.match(session_id):
             raise ProtocolError(INVALID_PAYLOAD, "id must be the session's UUID")
         if not self._id_known:  # the first message names the session
-            self.session_id, self._id_known = session_id, True
-        elif session_id != self.session_id:
+            self.session_id, self._id_known = session_id.lower(), True
+        elif session_id.lower() != self.session_id:
             raise ProtocolError(INVALID_PAYLOAD, f"id {session_id} is not this session's id")
 
     def _params(self, kind: str, raw: object) -> _Params:
@@ -334,6 +337,8 @@ class AudioHookStream:
         if isinstance(msg, dict) and msg.get("type") == "close":
             if type(msg.get("seq")) is int:
                 self._clientseq = msg["seq"]
+            if not self._id_known and isinstance(msg.get("id"), str) and _UUID.match(msg["id"]):
+                self.session_id, self._id_known = msg["id"].lower(), True
             self.state = "closed"
             return Step(event=Closing("disconnect"))
         return Step()

@@ -84,7 +84,7 @@ def _refusal(rt: Runtime, ws: WebSocket, verifier: SignatureVerifier | None) -> 
 
 
 async def _audiohook(rt: Runtime, ws: WebSocket, verifier: SignatureVerifier | None) -> None:
-    stream = AudioHookStream(rt.settings.max_frame_bytes)
+    stream = AudioHookStream(rt.settings.max_frame_bytes, ws.headers.get("audiohook-session-id"))
     refusal = _refusal(rt, ws, verifier)
     if refusal is not None:
         log.warning("audiohook connection refused: %s", refusal)
