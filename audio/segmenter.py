@@ -76,6 +76,8 @@ class UtteranceEnded:
     start_sample: int
     samples: Samples = field(repr=False)
     forced: bool = False
+    # None: the channel declared its speaker; else the diarizer's confidence (audio/diarize.py)
+    speaker_confidence: float | None = None
 
     @property
     def end_sample(self) -> int:

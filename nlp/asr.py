@@ -341,6 +341,7 @@ def final_transcript(event: UtteranceEnded, rec: Recognition) -> Transcript:
         start_s=start_s,
         end_s=end_s,
         words=words,
+        speaker_confidence=event.speaker_confidence,
         audio=np.asarray(event.samples, dtype=np.float32),
         audio_start_s=offset,
     )

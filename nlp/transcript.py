@@ -34,6 +34,8 @@ class Transcript:
     start_s: float
     end_s: float
     words: tuple[Word, ...] = ()
+    # None: the channel declared the speaker; else the diarizer's confidence in it (finals only)
+    speaker_confidence: float | None = None
     # The utterance's 16 kHz audio, finals only: prosody reads it. Never sent on the wire.
     audio: Samples | None = field(default=None, repr=False, compare=False, metadata={"wire": False})
     audio_start_s: float = field(default=0.0, compare=False, metadata={"wire": False})
