@@ -170,9 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registrars() -> list[Any]:
-    from server import calls_cli, guidance_cli, intent_cli, redact_cli
+    from server import calls_cli, enroll_cli, guidance_cli, intent_cli, redact_cli
 
     return [
+        enroll_cli.register,
         intent_cli.register,
         redact_cli.register,
         guidance_cli.register,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from audio.diarize import VoiceEncoder
 from audio.prosody import ProsodyTracker
 from audio.segmenter import SegmenterOptions
 from audio.vad import DetectorFactory
@@ -16,6 +17,7 @@ from guidance.playbook import Playbook, load_playbook
 from guidance.score import load_score_model
 from guidance.summary import BuiltinSummarizer, Summarizer
 from models import registry
+from models.errors import ModelUnavailable
 from models.registry import load_embedder
 from nlp.analyze import load_analyzer
 from nlp.asr import AsrOptions
@@ -25,6 +27,7 @@ from server.clock import Clock
 from server.session import Engines
 from server.settings import Settings, SettingsError
 from server.store import CallStore
+from server.voiceprints import VoiceprintStore
 from server.webhooks import WebhookOptions, WebhookSender
 
 if TYPE_CHECKING:
@@ -97,6 +100,7 @@ def load_engines(settings: Settings, store: CallStore, clock: Clock | None = Non
     analyzer.warmup()
     prosody = ProsodyTracker()
     prosody.warmup()
+    voices = load_voices()
     return Engines(
         scheduler=AsrScheduler(transcriber),
         detectors=load_detectors(settings),
@@ -108,7 +112,21 @@ def load_engines(settings: Settings, store: CallStore, clock: Clock | None = Non
         score_model=load_score_model(),
         summarizer=summarizer,
         webhooks=webhooks,
+        voices=voices,
+        voiceprints=VoiceprintStore(settings.data_dir / "voiceprints"),
     )
+
+
+def load_voices() -> VoiceEncoder | None:
+    """The speaker encoder for calls of one mixed channel, warmed; None (with the command that
+    fixes it in the log) when its weights are not installed: such calls keep ``unknown``."""
+    try:
+        encoder = registry.load_voice_encoder()
+    except ModelUnavailable as err:
+        log.warning("mixed mono calls will not be diarized: %s", err)
+        return None
+    encoder.warmup()
+    return encoder
 
 
 async def open_store(settings: Settings, clock: Clock | None = None) -> CallStore:

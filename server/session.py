@@ -3,6 +3,8 @@
 ```
 socket -> ingest (server/ingest.py, audio/codec.py) -> feed() -> audio queue
   -> segment()     audio/segmenter.py   AudioChunk -> SpeechEvent (VAD on the loop)
+  -> diarize()     audio/diarize.py     one mixed channel: each utterance's end labelled
+                                        rep | customer | unknown (voice encoder thread)
   -> transcribe()  nlp/asr.py           SpeechEvent -> Transcript | UtteranceSilent
   -> redact()      nlp/redaction.py     Transcript -> Transcript (redacted)
   -> insights()    nlp/insight.py       + Insight | InsightFailed (nlp thread)
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from audio.chunk import AudioChunk, Speaker
+from audio.diarize import Diarizer, DiarizerOptions, VoiceEncoder, diarize
 from audio.progress import Progress
 from audio.segmenter import SegmenterOptions, segment
 from audio.vad import DetectorFactory
@@ -53,6 +56,7 @@ from server.bus import Bus
 from server.clock import call_date_of
 from server.handoff import hand_off_call
 from server.store import CallMeta, CallStatus, CallStore
+from server.voiceprints import VoiceprintStore
 from server.webhooks import WebhookSender
 from server.wire import Status, StatusState, WireEvent, is_durable, to_wire
 
@@ -73,6 +77,13 @@ class Engines:
     score_model: ScoreModel
     summarizer: Summarizer
     webhooks: WebhookSender | None = None
+    # a call of one ``unknown`` channel is diarized when a voice encoder is loaded
+    voices: VoiceEncoder | None = None
+    voiceprints: VoiceprintStore | None = None
+    diarizer: DiarizerOptions = field(default_factory=DiarizerOptions)
+    voice_executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="voices")
+    )
     # one thread for text analysis and prosody: off the loop, never competing with itself
     nlp_executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="nlp")
@@ -116,6 +127,8 @@ class CallSession:
         self.call_id = meta.call_id
         self.engines = engines
         self.progress = Progress(speakers)
+        self._mixed = speakers == ("unknown",)  # one channel carries both voices
+        self._diarizer: Diarizer | None = None
         self._store = store
         self._bus = bus
         self._audio: asyncio.Queue[AudioChunk | None] = asyncio.Queue(engines.audio_queue_chunks)
@@ -145,6 +158,8 @@ class CallSession:
             prior = None
             await self._emit(Status("degraded", f"prior ignored: {err}", 0.0))
         self._coach = Coach(self.engines.playbook, self.engines.score_model, prior)
+        if self._mixed:
+            await self._start_diarizer()
         for event in self._coach.start():
             await self._emit(event)
         self._task = asyncio.create_task(self._run(self._coach), name=f"call-{self.call_id}")
@@ -190,9 +205,22 @@ class CallSession:
                 await self._drive(coach, self._inbox.get_nowait() or Tick())
             await self._drive(coach, Tick(), final=True)
 
+    async def _start_diarizer(self) -> None:
+        """A mixed call's speaker labeller, with the rep's voiceprint when one is enrolled;
+        without a voice encoder every speaker stays ``unknown`` (and the rep is told)."""
+        e = self.engines
+        if e.voices is None:
+            await self._emit(Status("degraded", "one mixed channel: speakers unknown", 0.0))
+            return
+        store, name = e.voiceprints, e.voices.name
+        enrolled = await asyncio.to_thread(store.load, self.meta.rep_id, name) if store else None
+        self._diarizer = Diarizer(e.diarizer, enrolled)
+
     def _chain(self) -> AsyncIterator[ChainEvent]:
         e = self.engines
         speech = segment(_drain(self._audio), e.detectors, e.segmenter, self.progress)
+        if self._diarizer is not None and e.voices is not None:
+            speech = diarize(speech, e.voices, e.voice_executor, self._diarizer)
         texts = redact(transcribe(speech, e.scheduler, self._asr), e.redactor)
         call_date = call_date_of(self.meta.started_at)  # what "by Friday" counts from
         return insights(texts, e.analyzer, e.nlp_executor, call_date)
