@@ -51,7 +51,8 @@ SOFTWARE_CALL = (
         "competitor",
     ),
     r("It writes straight into HubSpot, so nothing has to move."),  # hard negative: competitor
-    c("Good. And roughly what would this run us for fifty reps?", "question"),
+    # a plain price question: a buying signal by the label conventions (docs/intent.md)
+    c("Good. And roughly what would this run us for fifty reps?", "question", "buying_signal"),
     r("For fifty seats you would be looking at about four thousand dollars a month."),  # price
     c("Ouch. That is well beyond what we set aside for tooling this year.", "objection_price"),
     r("Understood. Let's look at what one extra closed deal a month is worth to you."),
@@ -67,7 +68,12 @@ SOFTWARE_CALL = (
     ),
     c("Sure, Thursday afternoon should work for her.", "next_step"),
     r("Perfect. I will send an invite for Thursday at two."),
-    c("One more thing. Where is the call audio kept, and who can listen to it?", "question"),
+    # a data-privacy question: objection_trust by the label conventions (docs/intent.md)
+    c(
+        "One more thing. Where is the call audio kept, and who can listen to it?",
+        "question",
+        "objection_trust",
+    ),
     r("It stays on your own servers. Nobody outside your company can reach it."),
     c("Okay, that sounds reasonable."),
     r("Thanks Priya, talk to you on Thursday."),
