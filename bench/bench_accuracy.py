@@ -1,6 +1,6 @@
 """Issue 10's accuracy figures in one run, everything through the real server at 1.0x.
 
-One ``cuecard serve`` per model on a free loopback port (``tests.conftest.start_server``);
+One ``cuecard serve`` per model on a free loopback port (``clients.localserver.start_server``);
 every call goes in as a stereo WAV (left rep, right customer) through ``clients.simulator`` at
 1.0x, natively (PCM16 16 kHz) and as Twilio Media Streams (mu-law 8 kHz). Printed and, with
 ``--json``, written:
@@ -24,7 +24,7 @@ every call goes in as a stereo WAV (left rep, right customer) through ``clients.
 - The machine: CPU model, avx2/avx512f/avx512_vnni flags, cores, load at the start (figures
   taken while other work runs on the machine are noisy).
 
-    python -m bench.bench_accuracy [--quick] [--model tiny.en --model base] [--json FILE]
+    python -m bench.bench_accuracy [--quick] [--no-cards] [--model tiny.en --model base] [--json FILE]
 
 ``--quick`` (about 5 minutes on 2 cores): the composed calls on both paths and the telephone
 rendering of the scripted calls only.
@@ -281,6 +281,8 @@ async def real_speech(
 async def run_model(
     model: str, sets: dict[str, list[Call]], variants: Sequence[Variant], data: Path
 ) -> dict[str, Any]:
+    """Every set on both paths through one server of ``model``, then the card calls of
+    ``variants`` (none: no cards)."""
     from clients.localserver import start_server, stop_server
 
     # Offline decodes first (cached), so they never compete with a live stream for the CPU.
@@ -293,9 +295,10 @@ async def run_model(
             for p in PATHS:
                 out[f"{name}/{p}"] = await real_speech(calls, server, p, off[p], at_once)
                 print_set(f"{name}/{p}", out[f"{name}/{p}"])
-        cards = await card_accuracy(variants, server=server)
-        out["cards"] = {k: v for k, v in cards.items() if k != "machine"}
-        print_cards(out["cards"])
+        if variants:
+            cards = await card_accuracy(variants, server=server)
+            out["cards"] = {k: v for k, v in cards.items() if k != "machine"}
+            print_cards(out["cards"])
     finally:
         stop_server(server)
     return out
@@ -355,6 +358,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         flush=True,
     )
     variants = [v for v in VARIANTS if v.telephone] if args.quick else list(VARIANTS)
+    if args.no_cards:
+        variants = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         pool = items()
@@ -375,6 +380,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="composed calls, telephone cards")
+    parser.add_argument("--no-cards", action="store_true", help="real speech only, no card calls")
     parser.add_argument("--model", action="append", choices=["tiny.en", "base"])
     parser.add_argument("--json", type=Path, help="write every figure (and hypothesis) here")
     args = parser.parse_args()
