@@ -1,22 +1,17 @@
 """Two voices on one channel: who spoke each utterance of a mixed mono line.
 
-``Diarizer.decide(windows)`` is the sync core: it takes the speaker embeddings of one
-utterance (one unit row per 1.6 s window, from a ``VoiceEncoder``) and returns a
-``SpeakerDecision``: ``rep``, ``customer`` or ``unknown``, with a confidence in [0, 1]. It keeps
-at most two voices, each a running mean of the utterances confidently given to it:
-
-- The first voice is the rep's when a voiceprint was enrolled (``cuecard enroll``) and the
-  utterance is close to it, the customer's when it is far from it; without a voiceprint the
-  first voice heard is ``DiarizerOptions.first_speaker`` (a declaration of the stream, by
-  default ``rep``: the voice that opens a call it places or answers).
-- With one voice known, an utterance close to it (``same_similarity``) is that voice; one far
-  from it (``new_similarity``) and long enough (``min_new_voice_s``) founds the other voice;
-  anything between is ``unknown``.
-- With two voices, the nearer wins; the confidence is a logistic of the margin between the two
-  similarities (``margin_scale``), lowered to the share of windows that agree when the voice
-  changes inside the utterance. Below ``min_confidence``, or nearer to neither voice than
-  ``min_similarity``, or shorter than ``min_speech_s``, the decision is ``unknown``: a call's
-  rules never run on a guessed speaker.
+``Diarizer.decide(windows, speech_s)`` is the sync core: it takes the speaker embeddings of
+one utterance (one unit row per 1.6 s window, from a ``VoiceEncoder``) and returns a
+``SpeakerDecision``: ``rep``, ``customer`` or ``unknown``, with a confidence in [0, 1]
+(``Diarizer`` says how the voices are found). Who is who comes from the anchor: the rep's
+enrolled voiceprint (``cuecard enroll``), else the first voice heard, taken to be
+``DiarizerOptions.first_speaker`` (``rep`` by default: the voice that opens a call the rep
+places or answers). With two voices the nearer wins; the confidence is a logistic of the
+margin between the two similarities (``margin_scale``), capped by the share of the
+utterance's windows that agree (a voice change inside the utterance). Below
+``min_confidence``, nearer to neither voice than ``min_similarity``, shorter than
+``min_speech_s``, or before the other voice is known, the decision is ``unknown``: a call's
+rules never run on a guessed speaker.
 
 ``diarize()`` is the async stage between ``segment()`` and ``transcribe()``: events of the
 ``unknown`` channel pass through unchanged (partials stay ``unknown``, so no card is raised on a
