@@ -26,18 +26,20 @@ import asyncio
 import json
 import os
 import platform
-import re
 import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from clients.callgen import DEMO_CALL, RenderedCall, Spoken, Turn, render
+# The measurement lives in bench.metrics; these names stay importable from here.
+from bench.metrics import WARMUP_S as WARMUP_S
+from bench.metrics import asr_busy_s as asr_busy_s
+from bench.metrics import measure as measure
+from bench.metrics import pct as pct
+from bench.metrics import turn_of as turn_of
+from bench.metrics import wer as wer
+from clients.callgen import DEMO_CALL, RenderedCall, Turn, render
 from clients.simulator import SimOptions, simulate
-
-WARMUP_S = 5.0
 
 BENCH_CALL: tuple[Turn, ...] = (
     *DEMO_CALL,
@@ -48,63 +50,6 @@ BENCH_CALL: tuple[Turn, ...] = (
     Turn("rep", "Understood. We can start with a pilot for ten reps in December."),
     Turn("customer", "A pilot sounds good. Please send the contract to our legal team."),
 )
-
-
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(xs, q)) if xs else float("nan")
-
-
-def normalize(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
-
-
-def wer(ref: str, hyp: str) -> float:
-    import jiwer
-
-    return float(jiwer.wer(" ".join(normalize(ref)), " ".join(normalize(hyp))))
-
-
-def turn_of(spoken: tuple[Spoken, ...], speaker: str, t_s: float) -> Spoken | None:
-    """The ground-truth turn of ``speaker`` whose speech contains audio time ``t_s``."""
-    for u in spoken:
-        if u.speaker == speaker and u.start_s - 0.3 <= t_s <= u.end_s + 0.3:
-            return u
-    return None
-
-
-def measure(
-    events: list[dict[str, Any]], call: RenderedCall, speed: float
-) -> dict[str, list[float]]:
-    finals, partials, cards, insights = [], [], [], []
-    seen_partial: set[str] = set()
-    final_at: dict[str, float] = {}
-    for e in events:
-        if e["type"] == "insight" and e["is_final"] and e["utterance_id"] in final_at:
-            insights.append(e["received_s"] - final_at[e["utterance_id"]])
-        if e["type"] == "transcript":
-            turn = turn_of(
-                call.utterances, e["speaker"], e["end_s"] if e["is_final"] else e["start_s"]
-            )
-            if turn is None or turn.start_s < WARMUP_S:
-                continue
-            if e["is_final"]:
-                final_at[e["utterance_id"]] = e["received_s"]
-                words = e.get("words") or []
-                speech_end = min(words[-1]["end_s"] if words else e["end_s"], turn.end_s)
-                finals.append(e["received_s"] - speech_end / speed)
-            elif e["utterance_id"] not in seen_partial:
-                seen_partial.add(e["utterance_id"])
-                speech_start = max(e["start_s"], turn.start_s)
-                partials.append(e["received_s"] - speech_start / speed)
-        elif e["type"] == "card" and e.get("state") == "issued" and e.get("evidence"):
-            ev = e["evidence"]
-            if (
-                ev.get("speaker") == "customer"
-                and e.get("audio_end_s")
-                and e["audio_end_s"] > WARMUP_S
-            ):
-                cards.append(e["received_s"] - e["audio_end_s"] / speed)
-    return {"final": finals, "partial": partials, "card": cards, "insight_stage": insights}
 
 
 def offline_wer(path: Path, streamed: list[dict[str, Any]], call: RenderedCall) -> dict[str, float]:
@@ -142,13 +87,6 @@ def offline_wer(path: Path, streamed: list[dict[str, Any]], call: RenderedCall) 
     out["wer_offline_30s"] = wer(" ".join(refs), " ".join(offs))
     out["delta_wer_points"] = 100 * (out["wer_streamed"] - out["wer_offline_30s"])
     return out
-
-
-def asr_busy_s(server: Any) -> float:
-    import httpx
-
-    r = httpx.get(f"{server.http}/v1/stats", headers={"Authorization": f"Bearer {server.token}"})
-    return float(r.raise_for_status().json()["asr_busy_s"])
 
 
 async def run(speed: float, runs: int) -> dict[str, Any]:
