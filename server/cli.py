@@ -121,6 +121,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``python -m bench`` under the product's name: the benchmark lives in the source tree."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("bench") is None:
+        print("cuecard bench runs in a source checkout (its bench/ folder)", file=sys.stderr)
+        return 2
+    # by name: bench/ is no installed package, and outside the type-checked ones
+    return int(importlib.import_module("bench.__main__").main(list(args.args)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cuecard", description="Live coaching for sales calls")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -163,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list installed models and check the configured one loads")
     p.add_argument("--model")
     p.set_defaults(func=cmd_models)
+
+    # Every argument goes to python -m bench unparsed ("+" is no prefix: --quick stays its own).
+    p = sub.add_parser(
+        "bench", help="the benchmark: python -m bench --help", add_help=False, prefix_chars="+"
+    )
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)
 
     for register in _registrars():
         register(sub)

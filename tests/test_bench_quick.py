@@ -1,0 +1,111 @@
+"""``cuecard bench --quick`` (``python -m bench``) through the real server: the report carries every figure it
+promises, each one measured, and draws its plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.callset import scripted_set
+from bench.realspeech import normalise
+from clients.localserver import REPO
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def unmeasured(x: Any, path: str = "report") -> list[str]:
+    """Every None, NaN or empty container in the report, by path."""
+    if isinstance(x, dict):
+        return [p for k, v in x.items() for p in unmeasured(v, f"{path}.{k}")] or (
+            [] if x else [path]
+        )
+    if isinstance(x, list):
+        return [p for i, v in enumerate(x) for p in unmeasured(v, f"{path}[{i}]")]
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return [path]
+    return []
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run(
+        [sys.executable, "-m", "server.cli", "bench", "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    markdown = Path(done.stdout.strip().splitlines()[-1])
+    return json.loads((markdown.parent / "report.json").read_text()), markdown
+
+
+def test_every_figure_of_the_quick_benchmark_is_measured(
+    quick: tuple[dict[str, Any], Path],
+) -> None:
+    """No None, NaN or empty figure anywhere in report.json; the run says nothing is unmeasured."""
+    report, _ = quick
+    assert report["unmeasured"] == []
+    assert unmeasured(report) == []
+
+
+def test_the_report_names_the_machine_and_the_model(quick: tuple[dict[str, Any], Path]) -> None:
+    """The machine block: CPU model, the int8 kernel flags, cores, threads, model, compute type."""
+    m = quick[0]["machine"]
+    assert isinstance(m["cpu_model"], str) and m["cpu_model"]
+    assert set(m["flags"]) == {"avx2", "avx512f", "avx512_vnni"}
+    assert all(isinstance(v, bool) for v in m["flags"].values())
+    assert m["physical_cores"] >= 1 and m["threads"] >= m["physical_cores"]
+    assert (m["model"], m["device"]) == ("tiny.en", "cpu")
+    assert m["compute_type"] and m["asr_threads"] >= 1
+
+
+def test_a_level_carries_latency_lag_load_drops_and_wer(quick: tuple[dict[str, Any], Path]) -> None:
+    """Two concurrent calls: every latency kind sampled, sane percentiles, load and WER counted
+    over exactly the scripted reference words of both calls."""
+    report, _ = quick
+    (level,) = report["levels"]
+    assert level["calls"] == 2
+    for kind in ("final", "partial", "card", "insight_stage"):
+        s = level["latency_s"][kind]
+        assert s["n"] >= 1 and len(level["samples"][kind]) == s["n"], kind
+        assert s["p50"] <= s["p95"] <= s["max"], kind
+    assert isinstance(level["lag"]["growing"], bool)
+    assert level["rtf"]["asr"] > 0 and level["rtf"]["vad_offline"] > 0
+    assert level["server"]["cpu_cores"] > 0 and level["server"]["rss_peak_mb"] > 100
+    assert all(isinstance(v, int) and v >= 0 for v in level["dropped"].values())
+    assert level["dropped"]["calls_closed_abnormally"] == 0
+    words = sum(len(normalise(r)) for c in scripted_set(quick=True) for r in c.references.values())
+    assert level["wer"]["words"] == words
+    assert 0 <= level["wer"]["offline"] <= 1 and 0 <= level["wer"]["streamed"] <= 1
+    assert level["objection_cards"]["turns"] == sum(
+        len(c.objection_turns) for c in scripted_set(quick=True)
+    )
+    assert isinstance(level["within_targets"], bool)
+
+
+def test_the_markdown_and_the_plots_are_written(quick: tuple[dict[str, Any], Path]) -> None:
+    """report.md holds the machine and the level's row; each plot is a valid, non-trivial PNG."""
+    from PIL import Image
+
+    report, markdown = quick
+    text = markdown.read_text()
+    assert report["machine"]["cpu_model"] in text and "\n| 2 | " in text
+    assert "not measured" not in text
+    assert set(report["files"]["plots"]) == {"latency_cdf", "lag", "concurrency"}
+    for path in map(Path, report["files"]["plots"].values()):
+        assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            assert image.width >= 400 and image.height >= 300
+            assert len(image.convert("L").getcolors(256) or []) > 10  # drawn, not blank
