@@ -3,6 +3,7 @@
     python -m bench --quick                      # about a minute: 2 short calls at once
     python -m bench --calls 1 2 4 [--telephone] [--model base] [--real FILE.wav ...]
     python -m bench --capacity [--quick] [--max-calls 16] [--telephone] [--model base]
+                                                 # each call: 2 (quick) or 3 of the set chained
 
 Writes report.json, report.md, the PNG plots and events.jsonl to bench/results/<stamp>/ and
 prints the Markdown report's path; a progress bar runs on stderr.
@@ -31,6 +32,8 @@ def parse(argv: list[str]) -> BenchOptions:
     p.add_argument("--real", type=Path, nargs="+", default=[], metavar="WAV",
                    help="recordings to add (FILE.txt / FILE.rep.txt, FILE.customer.txt: references)")  # fmt: skip
     p.add_argument("--no-scripted", action="store_true", help="only the --real recordings")
+    p.add_argument("--chain", type=int, help="calls of the set per replayed call, back to back"
+                   " (default 1; --capacity: 2 with --quick, else 3)")  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     a = p.parse_args(argv)
     return BenchOptions(
@@ -43,6 +46,7 @@ def parse(argv: list[str]) -> BenchOptions:
         stagger_s=a.stagger,
         real=tuple(a.real),
         scripted=not a.no_scripted,
+        chain=a.chain or ((2 if a.quick else 3) if a.capacity else 1),
         out_dir=a.out,
         command=shlex.join(["python", "-m", "bench", *argv]),
     )

@@ -5,6 +5,9 @@ moments in known turns) rendered by espeak-ng in ``bench_card_accuracy``'s voice
 (US 165 wpm, British/Scottish 140 wpm, US/NYC 185 wpm). The quick set is five turns of two of
 them in two voices (about 25 s each). Ground truth is the rendering's timeline.
 
+``chained`` plays several calls of the set back to back as one longer call (the capacity
+search's replays: a backlog shows over minutes, not seconds).
+
 A real recording (``--real FILE.wav``) is a stereo file (channel 0 rep, 1 customer) or a mono
 one (the customer). Its speech spans, the latency's ground truth, come from its own energy
 envelope; its reference text, when there is one, from ``FILE.txt`` (mono) or ``FILE.rep.txt``
@@ -111,3 +114,38 @@ def real_call(path: Path) -> BenchCall:
         if ref.exists():
             refs[speaker] = ref.read_text().strip()
     return BenchCall(path.stem, RenderedCall(rep, customer, tuple(spans)), str(path), refs)
+
+
+def chained(calls: Sequence[BenchCall], first: int, count: int, gap_s: float = 1.0) -> BenchCall:
+    """``count`` calls of the set from index ``first`` (wrapping round), back to back."""
+    parts = [calls[(first + k) % len(calls)] for k in range(count)]
+    gap = np.zeros(int(gap_s * SAMPLE_RATE_HZ), np.float32)
+    rep: list[Samples] = []
+    customer: list[Samples] = []
+    spoken: list[Spoken] = []
+    labels: list[frozenset[str]] = []
+    objections: list[int] = []
+    at_s = 0.0
+    for c in parts:
+        objections += [len(spoken) + k for k in c.objection_turns]
+        labels += list(c.labels) or [frozenset()] * len(c.call.utterances)
+        spoken += [
+            Spoken(u.speaker, u.text, round(u.start_s + at_s, 3), round(u.end_s + at_s, 3))
+            for u in c.call.utterances
+        ]
+        rep += [c.call.rep, gap]
+        customer += [c.call.customer, gap]
+        at_s += c.audio_s + gap_s
+    refs = {
+        s: " ".join(c.references[s] for c in parts if s in c.references)
+        for s in ("rep", "customer")
+        if any(s in c.references for c in parts)
+    }
+    return BenchCall(
+        " + ".join(c.name for c in parts),
+        RenderedCall(np.concatenate(rep), np.concatenate(customer), tuple(spoken)),
+        "; ".join(c.source for c in parts),
+        refs,
+        tuple(objections),
+        tuple(labels),
+    )

@@ -7,8 +7,8 @@ native protocol or, with ``telephone``, as Twilio Media Streams (8 kHz mu-law). 
 REFERENCE.md's definitions (``bench.metrics``; the first 5 s of each call excluded):
 
 - final, first-partial, card (customer cards) and insight-stage latency: n, p50, p95, mean, max;
-- transcript lag over time: final latency against wall time; ``growing`` when the median of
-  the last third of the level's finals exceeds the first third's by more than 0.2 s;
+- transcript lag over time: final latency against wall time; ``growing`` when its trend
+  (``bench.metrics.lag_growth``) rises more than 0.2 s from the level's first final to its last;
 - RTF per stage: every ``*_busy_s`` counter of ``GET /v1/stats`` (the Whisper thread: ``asr``)
   per second of call audio; the VAD's, measured in this process on the first call
   (``vad_offline``); the server's CPU seconds per audio second;
@@ -22,7 +22,9 @@ REFERENCE.md's definitions (``bench.metrics``; the first 5 s of each call exclud
 - objection turns of the scripted calls that got a right card.
 
 ``capacity`` searches the largest N within the targets (final p95 <= 0.8 s, card p95 <= 1.0 s,
-no growing lag): N doubles from 1 until a level fails, then bisects. The outputs
+no growing lag): N doubles from 1 until a level fails, then bisects. Its calls are chained
+(``chain``: several calls of the set back to back, rotated per copy), so a backlog has minutes
+to show. The outputs
 (``bench.report``) land in ``out_dir/<stamp>/``: report.json, report.md, the PNG plots and
 the events received (events.jsonl).
 """
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bar import Bar
-from bench.callset import BenchCall, real_call, scripted_set
+from bench.callset import BenchCall, chained, real_call, scripted_set
 from bench.host import ProcWatch, machine
 from bench.metrics import KINDS, WARMUP_S, lag_growth, latency_samples, server_stats, summary
 from clients.simulator import SimOptions, SimResult, simulate
@@ -66,6 +68,7 @@ class BenchOptions:
     stagger_s: float = 1.3
     real: tuple[Path, ...] = ()
     scripted: bool = True  # the espeak-ng set; False: only ``real`` (or the calls given)
+    chain: int = 1  # calls of the set played back to back as one replayed call
     out_dir: Path = RESULTS
     targets: Targets = field(default_factory=Targets)
     command: str = "python -m bench"  # shown with the figures
@@ -73,8 +76,8 @@ class BenchOptions:
     def __post_init__(self) -> None:
         if not self.levels or min(self.levels) < 1:
             raise ValueError("levels must be one or more call counts >= 1")
-        if self.max_calls < 1 or self.stagger_s < 0:
-            raise ValueError("max_calls must be >= 1 and stagger_s >= 0")
+        if self.max_calls < 1 or self.stagger_s < 0 or self.chain < 1:
+            raise ValueError("max_calls and chain must be >= 1, stagger_s >= 0")
 
 
 @dataclass(slots=True)
@@ -301,6 +304,8 @@ def call_set(opts: BenchOptions) -> list[BenchCall]:
     calls += [real_call(p) for p in opts.real]
     if not calls:
         raise ValueError("no calls to replay: give --real files or keep the scripted set")
+    if opts.chain > 1:
+        return [chained(calls, i, opts.chain) for i in range(len(calls))]
     return calls
 
 
@@ -350,7 +355,8 @@ async def run_bench(
         finally:
             stop_server(server)
     bar.show("offline decode for WER", 0.0)
-    offline = offline_texts(calls, opts.model, opts.telephone)
+    used = sorted({k for run in runs.values() for k, _, _ in run.runs})
+    offline = offline_texts([calls[k] for k in used], opts.model, opts.telephone)
     for n, run in runs.items():
         levels[n]["wer"] = wer_figures(run, calls, offline)
     report["levels"] = [levels[n] for n in sorted(levels)]

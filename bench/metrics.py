@@ -7,7 +7,7 @@ Shared by ``bench_stream``, ``bench_capacity``, ``bench_cards`` and ``python -m 
   the replay (transcript lag) as well as summarised;
 - ``measure``: the same samples grouped by kind (the older benchmarks' shape);
 - ``summary``: n, p50, p95, mean and max of one kind; ``lag_growth``: whether a replay's final
-  latency grows from its first third to its last (a backlog the server does not clear);
+  latency trends upwards over the replay (a backlog the server does not clear);
 - ``server_stats``: ``GET /v1/stats``; ``wer``: jiwer over ``normalize``d words.
 
 Ground truth is the rendered call's ``Spoken`` turns: a final's speech end is its last word's
@@ -118,25 +118,26 @@ def summary(xs: Sequence[float]) -> dict[str, float | int | None]:
 
 
 def lag_growth(points: Sequence[tuple[float, float]], limit_s: float = 0.2) -> dict[str, Any]:
-    """Transcript lag over a replay: ``points`` are (wall time, final latency). Compares the
-    median of the last third (by time) with the first third; growing when it rose by more than
-    ``limit_s``. ``slope_s_per_min`` is the least-squares trend."""
-    pts = sorted(points)
-    if len(pts) < 6:
-        return {"early_p50_s": None, "late_p50_s": None, "growth_s": None,
+    """Transcript lag over a replay: ``points`` are (wall time, final latency). The trend is a
+    Theil-Sen line (the median of the pairwise slopes: one slow final does not tilt it);
+    ``growth_s`` is its rise from the first final to the last, ``growing`` when that exceeds
+    ``limit_s`` (a backlog the server does not clear). Needs 3 finals."""
+    if len(points) < 3:
+        return {"start_s": None, "end_s": None, "growth_s": None,
                 "slope_s_per_min": None, "growing": None}  # fmt: skip
-    third = len(pts) // 3
-    early = pct([v for _, v in pts[:third]], 50)
-    late = pct([v for _, v in pts[-third:]], 50)
-    t = np.array([p[0] for p in pts])
-    v = np.array([p[1] for p in pts])
-    slope = float(np.polyfit(t, v, 1)[0]) * 60 if np.ptp(t) > 0 else 0.0
+    t = np.array([p[0] for p in points], dtype=float)
+    v = np.array([p[1] for p in points], dtype=float)
+    i, j = np.triu_indices(len(t), k=1)
+    apart = t[j] != t[i]
+    slope = float(np.median((v[j] - v[i])[apart] / (t[j] - t[i])[apart])) if apart.any() else 0.0
+    base = float(np.median(v - slope * t))
+    start, end = base + slope * float(t.min()), base + slope * float(t.max())
     return {
-        "early_p50_s": round(early, 3),
-        "late_p50_s": round(late, 3),
-        "growth_s": round(late - early, 3),
-        "slope_s_per_min": round(slope, 3),
-        "growing": bool(late - early > limit_s),
+        "start_s": round(start, 3),
+        "end_s": round(end, 3),
+        "growth_s": round(end - start, 3),
+        "slope_s_per_min": round(60 * slope, 3),
+        "growing": bool(end - start > limit_s),
     }
 
 

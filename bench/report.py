@@ -72,7 +72,7 @@ def markdown(report: dict[str, Any]) -> str:
         f" set: {', '.join(c['name'] + ' (' + str(c['audio_s']) + ' s)' for c in report['call_set'])}.",
         "",
         "| calls | final p50 / p95 | first partial p50 / p95 | card p50 / p95 | insight stage p95"
-        " | lag first -> last third (growing) | WER streamed / offline (Δ points) | objection"
+        " | lag trend, first -> last final (growing) | WER streamed / offline (Δ points) | objection"
         " cards | within targets |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -99,8 +99,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"Capacity: **{cap['calls']} concurrent calls** within final p95 <= "
-            f"{t['final_p95_s']} s, card p95 <= {t['card_p95_s']} s and no growing lag (last third"
-            f" of the finals within {t['lag_growth_s']} s of the first)"
+            f"{t['final_p95_s']} s, card p95 <= {t['card_p95_s']} s and no growing lag (the final"
+            f" latency's trend rises less than {t['lag_growth_s']} s over the replay)"
             + (f"; {first} calls were not." if first else f"; the search stopped at {o['max_calls']}."),
         ]  # fmt: skip
     if report["unmeasured"]:
@@ -114,7 +114,7 @@ def _latency_row(lvl: dict[str, Any]) -> str:
     lag_text = (
         "not measured"
         if lag["growing"] is None
-        else f"{lag['early_p50_s']:.2f} -> {lag['late_p50_s']:.2f} s ({'yes' if lag['growing'] else 'no'})"
+        else f"{lag['start_s']:.2f} -> {lag['end_s']:.2f} s ({'yes' if lag['growing'] else 'no'})"
     )
     wer_text = (
         f"{100 * wer['streamed']:.1f} % / {100 * wer['offline']:.1f} % ({wer['delta_points']:+.1f})"
