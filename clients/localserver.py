@@ -81,6 +81,9 @@ def start_server(data_dir: Path, token: str = "test-token", **env: str) -> Serve
         "CUECARD_PORT": "0",
         "CUECARD_HOST": "127.0.0.1",
         "CUECARD_IDLE_TIMEOUT_S": "10",
+        # tests and benchmarks replay audio as fast as the socket takes it (speed 0)
+        "CUECARD_MAX_AUDIO_SPEED": "0",
+        "CUECARD_MAX_MESSAGES_PER_S": "0",
         **env,
     }
     proc = subprocess.Popen(

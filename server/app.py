@@ -7,51 +7,61 @@
 - ``GET /`` the rep's page; ``GET /healthz``; the REST API of ``server.api``; ``GET /v1/stats``
 
 Every route checks who is asking (``server.auth``); ``/healthz`` tells only that the process
-is up.
+is up. What a peer may send is bounded (``server.limits``, the ``CUECARD_*`` limit settings):
+every audio socket reads through ``server.sockets.next_message`` (text size, message rate, a
+timeout), counts its audio against the source's pace, and ends its call with the true reason
+(``EndState``): ``ended`` (stop message or a normal close), ``interrupted`` (dropped, broken
+protocol), ``timed_out``, ``limit_exceeded``. A call id is checked before any work, and an
+ended call's id is refused, never reopened. Every close goes through ``close_socket``, which
+cuts the reason to the 123 bytes a close frame holds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import HTMLResponse
-from starlette.types import Message
-from starlette.websockets import WebSocketState
 
 from server.api import build_router
 from server.auth import Authenticator, twilio_signature_valid
-from server.bus import Bus, Subscription
+from server.bus import Bus
 from server.clock import Clock, SystemClock
 from server.ingest import (
     INVALID_PAYLOAD,
     POLICY_VIOLATION,
+    TRY_AGAIN_LATER,
+    LimitExceeded,
     ProtocolError,
     TwilioStarted,
     TwilioStopped,
     TwilioStream,
     decode_native_frame,
+    expect_stop,
     native_decoder,
     parse_native_start,
 )
+from server.limits import CALL_ID_RULE, InputGuard, InputLimits, valid_call_id
 from server.session import CallSession, Engines
 from server.settings import Settings
+from server.sockets import (
+    AudioSocket,
+    audio_seconds,
+    close_socket,
+    dropped,
+    next_message,
+    now_s,
+)
 from server.store import CallMeta, CallStore
+from server.viewers import serve_viewer
+from server.wire import EndState
 
 log = logging.getLogger(__name__)
-
-START_TIMEOUT_S = 10.0
-CALL_ID_MAX = 128
-VIEWER_WAIT_S = 300.0  # how long a viewer may wait for a call that has not started yet
-VIEWER_WAIT_MAX_S = 3600.0
-NOT_FOUND = 4404  # application close code: unknown call id (as HTTP 404)
 
 
 @dataclass
@@ -63,10 +73,29 @@ class Runtime:
     auth: Authenticator
     clock: Clock = field(default_factory=SystemClock)
     sessions: dict[str, CallSession] = field(default_factory=dict)
+    viewers: dict[str, int] = field(default_factory=dict)  # events sockets open per call
+
+    def input_limits(self, max_text_bytes: int | None = None) -> InputLimits:
+        s = self.settings
+        return InputLimits(
+            max_text_bytes or s.max_text_bytes,
+            s.max_messages_per_s,
+            s.max_audio_speed,
+            s.audio_burst_s,
+        )
+
+    def guard(self) -> InputGuard:
+        """The limits of one audio socket."""
+        return InputGuard(self.input_limits())
 
 
 def build_app(rt: Runtime) -> FastAPI:
-    app = FastAPI(title="Cuecard", version="0.1.0", description="Live coaching for sales calls")
+    app = FastAPI(
+        title="Cuecard",
+        version="0.1.0",
+        description="Live coaching for sales calls",
+        max_body_size=rt.settings.max_body_bytes,  # more: 413
+    )
     app.state.runtime = rt
 
     async def require_token(request: Request) -> None:
@@ -102,7 +131,7 @@ def build_app(rt: Runtime) -> FastAPI:
         await ws.accept()
         if rt.auth.allows(ws):
             return True
-        await ws.close(POLICY_VIOLATION, "missing or wrong token")
+        await close_socket(ws, POLICY_VIOLATION, "missing or wrong token")
         return False
 
     @app.websocket("/v1/calls/{call_id}/audio")
@@ -118,7 +147,7 @@ def build_app(rt: Runtime) -> FastAPI:
     @app.websocket("/v1/calls/{call_id}/events")
     async def events(ws: WebSocket, call_id: str) -> None:
         if await admitted(ws):
-            await _viewer(rt, ws, call_id)
+            await serve_viewer(rt, ws, call_id)
 
     app.include_router(build_router(rt.store, auth=require_token, fallback=rt.engines.summarizer))
     from server import sources  # AudioHook and Vonage; imports this module, so not at the top
@@ -127,46 +156,31 @@ def build_app(rt: Runtime) -> FastAPI:
     return app
 
 
-def _valid_call_id(call_id: str) -> bool:
-    return 0 < len(call_id) <= CALL_ID_MAX and all(c.isalnum() or c in "-_." for c in call_id)
-
-
-@dataclass(slots=True)
-class _AudioCall:
-    """What an audio socket has opened so far, so that one error path can end it."""
-
-    label: str
-    session: CallSession | None = None
-
-
-async def _serve_audio(rt: Runtime, ws: WebSocket, call: _AudioCall, run: Awaitable[None]) -> None:
-    """Run an audio socket's loop; a protocol error or a crash ends its call as interrupted
-    (stored, summarized, handed off) and a protocol error closes the socket with its code."""
+async def _serve_audio(rt: Runtime, ws: WebSocket, call: AudioSocket, run: Awaitable[None]) -> None:
+    """Run an audio socket's loop; a protocol error or a crash ends its call (stored,
+    summarized, handed off) with the error's end state, and a protocol error closes the
+    socket with its code and reason."""
     try:
         await run
     except ProtocolError as err:
         log.warning("%s: closing audio socket: %s", call.label, err.reason)
-        if call.session is not None:
-            await _close_session(rt, call.session, "interrupted", err.reason)
-        await _safe_close(ws, err.code, err.reason)
+        await _end(rt, call, err.end_state, err.reason)
+        await close_socket(ws, err.code, err.reason)
     except BaseException:
-        if call.session is not None:
-            await _close_session(rt, call.session, "interrupted", "server error")
+        await _end(rt, call, "interrupted", "server error")
         raise
 
 
 async def _native(rt: Runtime, ws: WebSocket, call_id: str) -> None:
-    call = _AudioCall(f"call {call_id}")
+    call = AudioSocket(f"call {call_id}", rt.guard())
     await _serve_audio(rt, ws, call, _native_loop(rt, ws, call_id, call))
 
 
-async def _native_loop(rt: Runtime, ws: WebSocket, call_id: str, call: _AudioCall) -> None:
-    if not _valid_call_id(call_id):
-        raise ProtocolError(POLICY_VIOLATION, "call id must be 1-128 of [A-Za-z0-9._-]")
-    try:
-        first = await asyncio.wait_for(ws.receive(), START_TIMEOUT_S)
-    except TimeoutError:
-        raise ProtocolError(POLICY_VIOLATION, "no start message within 10 s") from None
+async def _native_loop(rt: Runtime, ws: WebSocket, call_id: str, call: AudioSocket) -> None:
+    if not valid_call_id(call_id):
+        raise ProtocolError(POLICY_VIOLATION, CALL_ID_RULE)
+    wait_s = rt.settings.start_timeout_s
+    first = await next_message(ws, call, wait_s, f"no start message within {wait_s:g} s")
     if first["type"] == "websocket.disconnect":
         return
     start = parse_native_start(first.get("text", first.get("bytes")))
@@ -176,20 +190,22 @@ async def _native_loop(rt: Runtime, ws: WebSocket, call_id: str, call: _AudioCal
         rt, meta, decoder.format.speakers, tuple(start.vocabulary)
     )
     await ws.send_json({"type": "started", "call_id": call_id})
+    idle_s = rt.settings.idle_timeout_s
     while True:
-        msg = await _receive(ws, rt.settings.idle_timeout_s)
-        if msg is None or msg["type"] == "websocket.disconnect":
-            await _close_session(rt, session, "ended", "audio socket closed")
+        msg = await next_message(ws, call, idle_s, f"no audio for {idle_s:g} s")
+        if msg["type"] == "websocket.disconnect":
+            await _end(rt, call, *dropped(msg))
             return
         if msg.get("bytes") is not None:
-            await session.feed(decode_native_frame(decoder, msg["bytes"]))
-        elif _is_stop(msg.get("text")):
-            await session.feed(decoder.flush())
-            await _close_session(rt, session, "ended", "stop message")
-            await _safe_close(ws, 1000, "call ended")  # the client may be gone already
-            return
-        else:
-            raise ProtocolError(INVALID_PAYLOAD, 'text frames after start must be {"type":"stop"}')
+            chunks = decode_native_frame(decoder, msg["bytes"])
+            call.guard.audio(audio_seconds(chunks, len(decoder.format.speakers)), now_s())
+            await session.feed(chunks)
+            continue
+        expect_stop(msg.get("text") or "")
+        await session.feed(decoder.flush())
+        await _end(rt, call, "ended", "stop message")
+        await close_socket(ws, 1000, "call ended")  # the client may be gone already
+        return
 
 
 async def _twilio(rt: Runtime, ws: WebSocket) -> None:
@@ -200,191 +216,101 @@ async def _twilio(rt: Runtime, ws: WebSocket) -> None:
             rt.settings.twilio_auth_token, url, ws.headers.get("x-twilio-signature")
         ):
             log.warning("twilio stream rejected: bad X-Twilio-Signature")
-            await ws.close(POLICY_VIOLATION, "bad X-Twilio-Signature")
+            await close_socket(ws, POLICY_VIOLATION, "bad X-Twilio-Signature")
             return
-    call = _AudioCall("twilio stream")
+    call = AudioSocket("twilio stream", rt.guard())
     await _serve_audio(rt, ws, call, _twilio_loop(rt, ws, call))
 
 
-async def _twilio_loop(rt: Runtime, ws: WebSocket, call: _AudioCall) -> None:
-    stream = TwilioStream()
+async def _twilio_loop(rt: Runtime, ws: WebSocket, call: AudioSocket) -> None:
+    """``start`` must come within ``start_timeout_s`` of the upgrade (``connected`` does not
+    keep an unauthenticated socket open), then media at least every ``idle_timeout_s``."""
+    stream = TwilioStream(round(rt.settings.twilio_max_gap_s * 1000))
+    s = rt.settings
+    start_by = now_s() + s.start_timeout_s
     while True:
-        session = call.session
-        msg = await _receive(ws, rt.settings.idle_timeout_s)
-        if msg is None or msg["type"] == "websocket.disconnect":
-            if session is not None:
-                await session.feed(stream.flush())
-                await _close_session(rt, session, "ended", "twilio socket closed")
+        if call.session is None:
+            wait_s, silent = start_by - now_s(), f"no start message within {s.start_timeout_s:g} s"
+        else:
+            wait_s, silent = s.idle_timeout_s, f"no media for {s.idle_timeout_s:g} s"
+        msg = await next_message(ws, call, wait_s, silent)
+        if msg["type"] == "websocket.disconnect":
+            if call.session is not None:
+                await call.session.feed(stream.flush())
+                await _end(rt, call, *dropped(msg, "twilio socket closed"))
             return
         text = msg.get("text")
         if text is None:
             raise ProtocolError(INVALID_PAYLOAD, "twilio sends JSON text frames only")
         event = stream.feed(text)
         if isinstance(event, TwilioStarted):
-            if not rt.settings.twilio_auth_token and not rt.auth.check(event.custom.get("token")):
-                raise ProtocolError(POLICY_VIOLATION, "missing or wrong token parameter")
-            call_id = event.custom.get("call_id") or event.call_sid
-            if not _valid_call_id(call_id):
-                raise ProtocolError(POLICY_VIOLATION, "callSid/call_id is not a valid call id")
-            meta = CallMeta(call_id, "twilio", event.custom.get("rep_id"), rt.clock.now())
-            call.session = await _open_session(rt, meta, event.speakers, event.vocabulary)
+            call.session = await _open_twilio(rt, event)
         elif isinstance(event, TwilioStopped):
-            if session is not None:
-                await session.feed(stream.flush())
-                await _close_session(rt, session, "ended", event.reason)
-                call.session = None
-            await ws.close(1000, "stream stopped")
+            if call.session is not None:
+                await call.session.feed(stream.flush())
+                await _end(rt, call, "ended", event.reason)
+            await close_socket(ws, 1000, "stream stopped")
             return
-        elif event is not None and session is not None:
-            await session.feed(event)
+        elif event is not None and call.session is not None:
+            call.guard.audio(audio_seconds(event, 2), now_s())
+            await call.session.feed(event)
+
+
+async def _open_twilio(rt: Runtime, event: TwilioStarted) -> CallSession:
+    if not rt.settings.twilio_auth_token and not rt.auth.check(event.custom.get("token")):
+        raise ProtocolError(POLICY_VIOLATION, "missing or wrong token parameter")
+    call_id = event.custom.get("call_id") or event.call_sid
+    if not valid_call_id(call_id):
+        raise ProtocolError(POLICY_VIOLATION, f"callSid/call_id: {CALL_ID_RULE}")
+    meta = CallMeta(call_id, "twilio", event.custom.get("rep_id"), rt.clock.now())
+    return await _open_session(rt, meta, event.speakers, event.vocabulary)
 
 
 async def _open_session(
     rt: Runtime, meta: CallMeta, speakers: tuple[Any, ...], vocabulary: tuple[str, ...] = ()
 ) -> CallSession:
-    if meta.call_id in rt.sessions:
-        raise ProtocolError(POLICY_VIOLATION, f"call {meta.call_id} is already streaming")
+    """A new call: its id valid and free (not live here, not stored: an ended call's id is
+    never reused, so two calls are never merged), within ``max_calls``."""
+    call_id = meta.call_id
+    if not valid_call_id(call_id):
+        raise ProtocolError(POLICY_VIOLATION, CALL_ID_RULE)
+    if call_id in rt.sessions:
+        raise ProtocolError(POLICY_VIOLATION, f"call {call_id} is already streaming")
+    if len(rt.sessions) >= rt.settings.max_calls:
+        raise LimitExceeded(
+            TRY_AGAIN_LATER,
+            f"server at capacity: {len(rt.sessions)} live calls (CUECARD_MAX_CALLS)",
+        )
     session = CallSession(meta, speakers, rt.engines, rt.store, rt.bus, vocabulary)
-    rt.sessions[meta.call_id] = session
+    rt.sessions[call_id] = session  # held before the first await: one stream per id
     try:
+        await _refuse_used_id(rt, call_id)
         await session.start()
     except BaseException:
-        rt.sessions.pop(meta.call_id, None)
+        rt.sessions.pop(call_id, None)
         raise
     return session
 
 
-async def _close_session(rt: Runtime, session: CallSession, state: Any, detail: str) -> None:
+async def _refuse_used_id(rt: Runtime, call_id: str) -> None:
+    try:
+        record = await rt.store.get_call(call_id)
+    except LookupError:
+        return
+    if record.status == "live":  # another instance streams it (or a dead one left it live)
+        raise ProtocolError(POLICY_VIOLATION, f"call {call_id} is already streaming")
+    raise ProtocolError(POLICY_VIOLATION, f"call id {call_id} was used by an ended call")
+
+
+async def _end(rt: Runtime, call: AudioSocket, state: EndState, detail: str) -> None:
+    """End the socket's call, if one is open (once)."""
+    session, call.session = call.session, None
+    if session is not None:
+        await _close_session(rt, session, state, detail)
+
+
+async def _close_session(rt: Runtime, session: CallSession, state: EndState, detail: str) -> None:
     try:
         await asyncio.shield(session.finish(state, detail))
     finally:
         rt.sessions.pop(session.call_id, None)
-
-
-async def _receive(ws: WebSocket, idle_timeout_s: float) -> Message | None:
-    """The next message, or None when the peer has been silent for ``idle_timeout_s``."""
-    try:
-        return await asyncio.wait_for(ws.receive(), idle_timeout_s)
-    except TimeoutError:
-        return None
-
-
-def _is_stop(text: str | None) -> bool:
-    if text is None:
-        return False
-    try:
-        msg = json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    return isinstance(msg, dict) and msg.get("type") == "stop"
-
-
-async def _safe_close(ws: WebSocket, code: int, reason: str) -> None:
-    if ws.application_state != WebSocketState.DISCONNECTED:
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-            await ws.close(code, reason)
-
-
-async def _viewer(rt: Runtime, ws: WebSocket, call_id: str) -> None:
-    """History from the store, then live events; durable events are never sent twice. The
-    socket closes with 1000 when the call ends, 1013 if the viewer falls too far behind, and
-    4404 "unknown call id '...'" when the call is neither stored nor live and does not start
-    within ``?wait_s=`` seconds (default 300; 0: the call must exist already)."""
-    wait_s = _wait_s(ws.query_params.get("wait_s"))
-    if wait_s is None:
-        await _safe_close(
-            ws,
-            POLICY_VIOLATION,
-            f"wait_s must be a number of seconds in [0, {VIEWER_WAIT_MAX_S:g}]",
-        )
-        return
-    sub = rt.bus.subscribe(call_id)
-    sender = asyncio.create_task(_send_events(rt, ws, call_id, sub, wait_s))
-    reader = asyncio.create_task(_viewer_messages(rt, ws, call_id))
-    try:
-        done, _ = await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
-        if sender in done and sender.exception() is None:
-            await _safe_close(ws, *sender.result())
-    finally:
-        for task in (sender, reader):
-            task.cancel()
-        for task in (sender, reader):
-            # A viewer that goes away mid-send (OSError: uvicorn's ClientDisconnected) is
-            # routine, not a server error.
-            with contextlib.suppress(
-                asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError
-            ):
-                await task
-        sub.close()
-
-
-def _wait_s(raw: str | None) -> float | None:
-    if raw is None:
-        return VIEWER_WAIT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        return None
-    return value if 0 <= value <= VIEWER_WAIT_MAX_S else None
-
-
-async def _send_events(
-    rt: Runtime, ws: WebSocket, call_id: str, sub: Subscription, wait_s: float
-) -> tuple[int, str]:
-    """Send the call's events; returns the close code and reason."""
-    last_seq = 0
-    try:
-        stored = await rt.store.events(call_id)
-        known = True
-    except LookupError:
-        stored, known = [], call_id in rt.sessions
-    for old in stored:
-        last_seq = max(last_seq, int(old.get("seq", 0)))
-        await ws.send_json(old)
-    if known and call_id not in rt.sessions and await _call_over(rt, call_id):
-        return 1000, "call ended"  # a finished call: its history is all there is
-    if not known:  # subscribed before the lookup, so a call starting meanwhile is not missed
-        try:
-            event = await asyncio.wait_for(sub.get(), wait_s)
-        except TimeoutError:
-            return NOT_FOUND, f"unknown call id {call_id!r}"
-    else:
-        event = await sub.get()
-    while event is not None:
-        if "seq" not in event or event["seq"] > last_seq:
-            await ws.send_json(event)
-        event = await sub.get()
-    if sub.overflowed:
-        return 1013, "viewer too slow: reconnect to resume"
-    return 1000, "call ended"
-
-
-async def _call_over(rt: Runtime, call_id: str) -> bool:
-    try:
-        return (await rt.store.get_call(call_id)).status != "live"
-    except LookupError:
-        return False
-
-
-async def _viewer_messages(rt: Runtime, ws: WebSocket, call_id: str) -> None:
-    """Messages from the rep's page (card actions) go to the live session, wherever it is."""
-    while True:
-        msg = await ws.receive()
-        if msg["type"] == "websocket.disconnect":
-            return
-        session = rt.sessions.get(call_id)
-        text = msg.get("text")
-        if text is None:
-            continue
-        try:
-            payload = json.loads(text)
-        except json.JSONDecodeError:
-            await ws.send_json({"type": "error", "detail": "messages must be JSON"})
-            continue
-        # the call is live here, on another instance (the bus carries it there), or nowhere
-        replies = await (session.act(payload) if session else rt.bus.act(call_id, payload))
-        if replies is None:
-            await ws.send_json({"type": "error", "detail": "call is not live"})
-            continue
-        for reply in replies:
-            await ws.send_json(reply)

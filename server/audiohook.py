@@ -25,7 +25,6 @@ per side) and ``parameters``; a client message also carries ``serverseq`` (the l
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -36,7 +35,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from audio.chunk import AudioChunk, Speaker
 from audio.codec import AudioFormatError, ChannelDecoder, StreamFormat
 from guidance.errors import describe_validation
-from server.ingest import INVALID_PAYLOAD, MESSAGE_TOO_BIG, ProtocolError
+from server.ingest import (
+    INVALID_PAYLOAD,
+    MESSAGE_TOO_BIG,
+    LimitExceeded,
+    ProtocolError,
+    frame_error,
+    json_object,
+    shown,
+)
 
 PROTOCOL_VERSION = "2"
 PROBE_ID = "00000000-0000-0000-0000-000000000000"
@@ -249,17 +256,14 @@ class AudioHookStream:
 
     def _envelope(self, text: str) -> dict[str, Any]:
         if len(text) > MAX_TEXT_CHARS:
-            raise ProtocolError(MESSAGE_TOO_BIG, f"text message of {len(text)} characters")
-        try:
-            msg = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ProtocolError(INVALID_PAYLOAD, f"not JSON: {err.msg}") from err
-        if not isinstance(msg, dict):
-            raise ProtocolError(INVALID_PAYLOAD, "message must be a JSON object")
+            raise LimitExceeded(MESSAGE_TOO_BIG, f"text message of {len(text)} characters")
+        msg = json_object(text)
         if msg.get("version") != PROTOCOL_VERSION:
-            raise ProtocolError(INVALID_PAYLOAD, f"version must be '2', got {msg.get('version')!r}")
+            raise ProtocolError(
+                INVALID_PAYLOAD, f"version must be '2', got {shown(msg.get('version'))}"
+            )
         kind = msg.get("type")
-        if kind not in PARAMS:
+        if not isinstance(kind, str) or kind not in PARAMS:
             raise ProtocolError(INVALID_PAYLOAD, f"'{kind}' is not an AudioHook client message")
         for name in ("seq", "serverseq"):
             if type(msg.get(name)) is not int or msg[name] < 0:
@@ -331,10 +335,10 @@ class AudioHookStream:
         if self.state == "closed":
             return Step()
         try:
-            msg = json.loads(text)
-        except json.JSONDecodeError:
+            msg = json_object(text)
+        except ProtocolError:
             return Step()
-        if isinstance(msg, dict) and msg.get("type") == "close":
+        if msg.get("type") == "close":
             if type(msg.get("seq")) is int:
                 self._clientseq = msg["seq"]
             if not self._id_known and isinstance(msg.get("id"), str) and _UUID.match(msg["id"]):
@@ -389,8 +393,7 @@ class AudioHookStream:
         try:
             chunks = self._decoder.feed(data)
         except AudioFormatError as err:
-            code = MESSAGE_TOO_BIG if "exceeds" in str(err) else INVALID_PAYLOAD
-            raise ProtocolError(code, str(err)) from err
+            raise frame_error(err) from err
         self._frames += len(data) // self._decoder.format.bytes_per_frame
         return chunks
 

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from server.audiohook_auth import parse_keys as parse_audiohook_keys
+from server.webrtc_offer import parse_ice_servers
 
 
 class SettingsError(ValueError):
@@ -52,6 +53,7 @@ class Settings:
     twilio_auth_token: str = ""  # when set, X-Twilio-Signature is verified
     public_url: str = ""  # the URL Twilio dials (signature base), e.g. wss://host
     audiohook_keys: str = ""  # JSON {api_key: base64 client secret}; set: signatures required
+    ice_servers: str = ""  # JSON [{"urls": "stun:…" | [...], "username"?, "credential"?}] (WebRTC)
     playbook: str = ""  # path of a playbook file; empty: the bundled defaults
     webhook_urls: tuple[str, ...] = ()
     webhook_secret: str = ""
@@ -59,7 +61,19 @@ class Settings:
     llm_model: str = ""
     llm_api_key: str = ""
     retention_days: float = 0.0  # 0 keeps calls forever
-    idle_timeout_s: float = 30.0  # a call with no audio this long is ended
+    idle_timeout_s: float = 30.0  # a call with no audio this long is ended (timed_out)
+    # Limits on what peers may send (docs/api.md, "Limits"); a breach closes the socket with a
+    # code and a reason, and ends its call limit_exceeded or timed_out.
+    start_timeout_s: float = 10.0  # an audio socket's start (Twilio: start) must come by then
+    max_calls: int = 100  # live calls on this instance; one more is refused with 1013
+    max_viewers_per_call: int = 20  # events sockets on one call; one more is refused with 1013
+    max_text_bytes: int = 65_536  # a text message on an audio socket
+    max_viewer_message_bytes: int = 4096  # a message from the rep's page (card actions)
+    max_messages_per_s: float = 200.0  # per socket, beyond a burst of 2 s worth; 0: no limit
+    max_audio_speed: float = 1.25  # audio s per wall s a source may send; 0: no limit
+    audio_burst_s: float = 5.0  # audio a source may send ahead of that pace
+    twilio_max_gap_s: float = 5.0  # a media.timestamp jump filled with silence; more: refused
+    max_body_bytes: int = 1_048_576  # an HTTP request body; more: 413
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536 and self.port != 0:
@@ -76,11 +90,7 @@ class Settings:
             )
         if not 100 <= self.min_silence_ms <= 3000:
             raise SettingsError("CUECARD_MIN_SILENCE_MS must be within [100, 3000]")
-        for name in ("partial_every_ms", "max_utterance_s", "max_frame_bytes", "idle_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise SettingsError(
-                    f"CUECARD_{name.upper()} must be > 0, got {getattr(self, name)}"
-                )
+        self._check_limits()
         if not (math.isfinite(self.retention_days) and self.retention_days >= 0):
             raise SettingsError(
                 f"CUECARD_RETENTION_DAYS must be a number of days >= 0 (0 keeps calls forever), "
@@ -91,12 +101,32 @@ class Settings:
             parse_audiohook_keys(self.audiohook_keys)
         except ValueError as err:
             raise SettingsError(f"CUECARD_AUDIOHOOK_KEYS: {err}") from None
+        try:
+            parse_ice_servers(self.ice_servers)
+        except ValueError as err:
+            raise SettingsError(f"CUECARD_ICE_SERVERS: {err}") from None
         if self.playbook and not Path(self.playbook).expanduser().is_file():
             raise SettingsError(f"CUECARD_PLAYBOOK={self.playbook!r}: no such file")
         if is_redis_url(self.store):
             require_extra("CUECARD_STORE", "redis", "redis")
         if self.llm_base_url:
             require_extra("CUECARD_LLM_BASE_URL", "openai", "llm")
+
+    def _check_limits(self) -> None:
+        positive = ("partial_every_ms", "max_utterance_s", "max_frame_bytes", "idle_timeout_s",
+                    "start_timeout_s", "max_calls", "max_viewers_per_call", "max_text_bytes",
+                    "max_viewer_message_bytes", "audio_burst_s", "twilio_max_gap_s",
+                    "max_body_bytes")  # fmt: skip
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise SettingsError(
+                    f"CUECARD_{name.upper()} must be > 0, got {getattr(self, name)}"
+                )
+        for name in ("max_messages_per_s", "max_audio_speed"):
+            if not getattr(self, name) >= 0:
+                raise SettingsError(
+                    f"CUECARD_{name.upper()} must be >= 0 (0: no limit), got {getattr(self, name)}"
+                )
 
     def _check_urls(self) -> None:
         for url in self.webhook_urls:

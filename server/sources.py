@@ -23,17 +23,7 @@ import logging
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
-from server.app import (
-    START_TIMEOUT_S,
-    Runtime,
-    _AudioCall,
-    _close_session,
-    _open_session,
-    _receive,
-    _safe_close,
-    _serve_audio,
-    _valid_call_id,
-)
+from server.app import Runtime, _close_session, _end, _open_session, _serve_audio
 from server.audiohook import AudioHookStream, Closing, DisconnectReason, Opening
 from server.audiohook_auth import SignatureRefused, SignatureVerifier, parse_keys
 from server.ingest import (
@@ -42,6 +32,16 @@ from server.ingest import (
     UNSUPPORTED_DATA,
     ProtocolError,
     split_vocabulary,
+)
+from server.limits import CALL_ID_RULE, valid_call_id
+from server.sockets import (
+    AudioSocket,
+    audio_seconds,
+    close_socket,
+    dropped,
+    next_message,
+    now_s,
+    receive,
 )
 from server.store import CallMeta
 from server.vonage import VonageStream
@@ -63,7 +63,7 @@ def register(app: FastAPI, rt: Runtime) -> None:
     @app.websocket("/v1/vonage")
     async def vonage(ws: WebSocket) -> None:
         await ws.accept()
-        call = _AudioCall("vonage stream")
+        call = AudioSocket("vonage stream", rt.guard())
         await _serve_audio(rt, ws, call, _vonage_loop(rt, ws, call))
 
 
@@ -90,7 +90,7 @@ async def _audiohook(rt: Runtime, ws: WebSocket, verifier: SignatureVerifier | N
         log.warning("audiohook connection refused: %s", refusal)
         await _wind_down(ws, stream, "unauthorized", refusal, POLICY_VIOLATION)
         return
-    call = _AudioCall("audiohook session")
+    call = AudioSocket("audiohook session", rt.guard())
     try:
         await _audiohook_loop(rt, ws, stream, call)
     except ProtocolError as err:
@@ -98,30 +98,33 @@ async def _audiohook(rt: Runtime, ws: WebSocket, verifier: SignatureVerifier | N
         try:
             await _wind_down(ws, stream, "error", err.reason, err.code)
         finally:
-            if call.session is not None:
-                await _close_session(rt, call.session, "interrupted", err.reason)
+            await _end(rt, call, err.end_state, err.reason)
     except BaseException:
-        if call.session is not None:
-            await _close_session(rt, call.session, "interrupted", "server error")
+        await _end(rt, call, "interrupted", "server error")
         raise
 
 
 async def _audiohook_loop(
-    rt: Runtime, ws: WebSocket, stream: AudioHookStream, call: _AudioCall
+    rt: Runtime, ws: WebSocket, stream: AudioHookStream, call: AudioSocket
 ) -> None:
-    idle_s = rt.settings.idle_timeout_s
+    """``open`` must come within ``start_timeout_s``, then any message (audio, ``ping``)
+    at least every ``idle_timeout_s``."""
+    s = rt.settings
+    open_by = now_s() + s.start_timeout_s
     while True:
-        msg = await _receive(ws, idle_s)
-        if msg is None:
-            raise ProtocolError(POLICY_VIOLATION, f"no message for {idle_s:g} s")
+        if stream.opening is None:
+            wait_s, silent = open_by - now_s(), f"no open message within {s.start_timeout_s:g} s"
+        else:
+            wait_s, silent = s.idle_timeout_s, f"no message for {s.idle_timeout_s:g} s"
+        msg = await next_message(ws, call, wait_s, silent)
         if msg["type"] == "websocket.disconnect":
-            if call.session is not None:
-                detail = "audiohook socket closed without a close transaction"
-                await _close_session(rt, call.session, "interrupted", detail)
-                call.session = None
+            detail = "audiohook socket closed without a close transaction"
+            await _end(rt, call, "interrupted", detail)
             return
         if msg.get("bytes") is not None:
             chunks = stream.feed_audio(msg["bytes"])
+            channels = len(stream.opening.speakers) if stream.opening else 1
+            call.guard.audio(audio_seconds(chunks, channels), now_s())
             if call.session is not None:
                 await call.session.feed(chunks)
             continue
@@ -153,12 +156,12 @@ def _check_headers(ws: WebSocket, opening: Opening) -> None:
 
 
 async def _open(
-    rt: Runtime, ws: WebSocket, stream: AudioHookStream, opening: Opening, call: _AudioCall
+    rt: Runtime, ws: WebSocket, stream: AudioHookStream, opening: Opening, call: AudioSocket
 ) -> None:
     _check_headers(ws, opening)
     if not opening.probe:  # the connection probe opens and closes, and is no call
         call_id = opening.conversation_id
-        if not _valid_call_id(call_id):  # pragma: no cover - a UUID always is
+        if not valid_call_id(call_id):  # pragma: no cover - a UUID always is
             raise ProtocolError(POLICY_VIOLATION, "conversationId is not a valid call id")
         custom = opening.custom
         rep_id = str(custom["rep_id"])[:200] if custom.get("rep_id") else None
@@ -171,12 +174,12 @@ async def _open(
 
 
 async def _close(
-    rt: Runtime, ws: WebSocket, stream: AudioHookStream, call: _AudioCall, closing: Closing
+    rt: Runtime, ws: WebSocket, stream: AudioHookStream, call: AudioSocket, closing: Closing
 ) -> None:
     """``closed`` at once (the client waits for it), then the call drains and ends."""
     tail = stream.flush()
     await ws.send_json(stream.closed())
-    await _safe_close(ws, 1000, "closed")
+    await close_socket(ws, 1000, "closed")
     session, call.session = call.session, None
     if session is not None:
         try:
@@ -196,14 +199,14 @@ async def _wind_down(
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
             await ws.send_json(message)
             await _await_close(ws, stream)
-    await _safe_close(ws, code, info)
+    await close_socket(ws, code, info)
 
 
 async def _await_close(ws: WebSocket, stream: AudioHookStream) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + CLOSE_GRACE_S
     while (left := deadline - loop.time()) > 0:
-        msg = await _receive(ws, left)
+        msg = await receive(ws, left)
         if msg is None or msg["type"] == "websocket.disconnect":
             return
         text = msg.get("text")
@@ -213,15 +216,12 @@ async def _await_close(ws: WebSocket, stream: AudioHookStream) -> None:
 
 
 # -- Vonage ---------------------------------------------------------------------------------
-async def _vonage_loop(rt: Runtime, ws: WebSocket, call: _AudioCall) -> None:
+async def _vonage_loop(rt: Runtime, ws: WebSocket, call: AudioSocket) -> None:
     stream = VonageStream(rt.settings.max_frame_bytes)
     by_header = rt.auth.allows(ws)
-    try:
-        first = await asyncio.wait_for(ws.receive(), START_TIMEOUT_S)
-    except TimeoutError:
-        raise ProtocolError(
-            POLICY_VIOLATION, "no websocket:connected message within 10 s"
-        ) from None
+    wait_s = rt.settings.start_timeout_s
+    silent = f"no websocket:connected message within {wait_s:g} s"
+    first = await next_message(ws, call, wait_s, silent)
     if first["type"] == "websocket.disconnect":
         return
     if first.get("text") is None:
@@ -231,20 +231,21 @@ async def _vonage_loop(rt: Runtime, ws: WebSocket, call: _AudioCall) -> None:
         raise ProtocolError(INVALID_PAYLOAD, "first message must be websocket:connected")
     if not by_header and not rt.auth.check(started.token):
         raise ProtocolError(POLICY_VIOLATION, "missing or wrong token")
-    if not _valid_call_id(started.call_id):
-        raise ProtocolError(POLICY_VIOLATION, "call_id must be 1-128 of [A-Za-z0-9._-]")
+    if not valid_call_id(started.call_id):
+        raise ProtocolError(POLICY_VIOLATION, f"call_id: {CALL_ID_RULE}")
     meta = CallMeta(started.call_id, "vonage", started.rep_id, rt.clock.now())
     call.label = f"vonage call {started.call_id}"
     session = call.session = await _open_session(rt, meta, (started.speaker,), started.vocabulary)
+    idle_s = rt.settings.idle_timeout_s
     while True:
-        msg = await _receive(ws, rt.settings.idle_timeout_s)
-        if msg is None or msg["type"] == "websocket.disconnect":
+        msg = await next_message(ws, call, idle_s, f"no audio for {idle_s:g} s")
+        if msg["type"] == "websocket.disconnect":
             await session.feed(stream.flush())
-            await _close_session(rt, session, "ended", "vonage socket closed")
-            call.session = None
-            await _safe_close(ws, 1000, "call ended")
+            await _end(rt, call, *dropped(msg, "vonage socket closed"))
             return
         if msg.get("bytes") is not None:
-            await session.feed(stream.feed_audio(msg["bytes"]))
+            chunks = stream.feed_audio(msg["bytes"])
+            call.guard.audio(audio_seconds(chunks, 1), now_s())
+            await session.feed(chunks)
         else:
             stream.feed_text(msg.get("text") or "")

@@ -11,11 +11,13 @@ for an unknown call id and ``StoreError`` when the backing storage is unusable.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-CallStatus = Literal["live", "ended", "interrupted"]
-CALL_STATUSES: tuple[CallStatus, ...] = ("live", "ended", "interrupted")
+# ``live``, or how the call ended (``server.wire.EndState``)
+CallStatus = Literal["live", "ended", "interrupted", "timed_out", "limit_exceeded"]
+CALL_STATUSES: tuple[CallStatus, ...] = typing.get_args(CallStatus)
 CallSource = Literal["native", "twilio", "audiohook", "vonage", "webrtc", "file"]
 
 DeliveryOutcome = Literal["delivered", "retrying", "failed"]

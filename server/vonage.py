@@ -21,7 +21,6 @@ its code and reason.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +31,10 @@ from server.ingest import (
     MESSAGE_TOO_BIG,
     POLICY_VIOLATION,
     UNSUPPORTED_DATA,
+    LimitExceeded,
     ProtocolError,
+    frame_error,
+    json_object,
     split_vocabulary,
 )
 
@@ -104,8 +106,7 @@ class VonageStream:
         try:
             return self._decoder.feed(data)
         except AudioFormatError as err:
-            code = MESSAGE_TOO_BIG if "exceeds" in str(err) else INVALID_PAYLOAD
-            raise ProtocolError(code, str(err)) from err
+            raise frame_error(err) from err
 
     def flush(self) -> list[AudioChunk]:
         return self._decoder.flush() if self._decoder is not None else []
@@ -113,14 +114,8 @@ class VonageStream:
 
 def _json_object(text: str) -> dict[str, Any]:
     if len(text) > MAX_TEXT_CHARS:
-        raise ProtocolError(MESSAGE_TOO_BIG, f"text message of {len(text)} characters")
-    try:
-        msg = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ProtocolError(INVALID_PAYLOAD, f"not JSON: {err.msg}") from err
-    if not isinstance(msg, dict):
-        raise ProtocolError(INVALID_PAYLOAD, "message must be a JSON object")
-    return msg
+        raise LimitExceeded(MESSAGE_TOO_BIG, f"text message of {len(text)} characters")
+    return json_object(text)
 
 
 def _text(msg: dict[str, Any], name: str) -> str | None:

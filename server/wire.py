@@ -32,13 +32,16 @@ from guidance.summary import Summary
 from nlp.insight import Insight
 from nlp.transcript import Transcript
 
-StatusState = Literal["live", "degraded", "ended", "interrupted"]
+# How a call ended: normally, cut off (dropped connection, protocol error, server gone), after
+# the peer went silent past a timeout, or cut for exceeding a limit (rate, size, capacity).
+EndState = Literal["ended", "interrupted", "timed_out", "limit_exceeded"]
+StatusState = Literal["live", "degraded", "ended", "interrupted", "timed_out", "limit_exceeded"]
 
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """The call's state for the rep: live, degraded (a stage failed, the call goes on), ended
-    or interrupted."""
+    """The call's state for the rep: live, degraded (a stage failed, the call goes on), or
+    how it ended (``EndState``), ``detail`` saying why."""
 
     type: ClassVar[str] = "status"
 

@@ -1,0 +1,88 @@
+"""The I/O side every audio socket loop shares: reading through the socket's limits, how a
+close without a stop message ends a call, and the one way a socket is closed.
+
+- ``AudioSocket``: what one audio socket has opened so far (its call, if any) and its limits
+  (``server.limits.InputGuard``), so that one error path can end the call.
+- ``next_message``: the next ASGI message, counted against the limits; ``TimedOut`` when the
+  peer stays silent.
+- ``dropped(msg)``: the end state and detail of a call whose socket closed without a stop.
+- ``close_socket``: close with a code and a reason cut to the 123 bytes a close frame holds,
+  unless the socket is gone. Every close of ours goes through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from fastapi import WebSocket, WebSocketDisconnect
+from starlette.types import Message
+from starlette.websockets import WebSocketState
+
+from audio.chunk import SAMPLE_RATE_HZ, AudioChunk
+from server.ingest import POLICY_VIOLATION, TimedOut, close_reason
+from server.limits import InputGuard
+from server.session import CallSession
+from server.wire import EndState
+
+
+@dataclass(slots=True)
+class AudioSocket:
+    """What an audio socket has opened so far, so that one error path can end it."""
+
+    label: str
+    guard: InputGuard
+    session: CallSession | None = None
+
+
+async def next_message(ws: WebSocket, call: AudioSocket, timeout_s: float, silent: str) -> Message:
+    """The socket's next message, checked against its limits (``LimitExceeded``);
+    ``TimedOut(1008, silent)`` when none comes within ``timeout_s``."""
+    try:
+        msg = await asyncio.wait_for(ws.receive(), max(0.0, timeout_s))
+    except TimeoutError:
+        raise TimedOut(POLICY_VIOLATION, silent) from None
+    if msg["type"] == "websocket.receive":
+        text = msg.get("text")
+        call.guard.message(None if text is None else len(text.encode()), now_s())
+    return msg
+
+
+async def receive(ws: WebSocket, timeout_s: float) -> Message | None:
+    """The next message, or None when the peer has been silent for ``timeout_s``."""
+    try:
+        return await asyncio.wait_for(ws.receive(), timeout_s)
+    except TimeoutError:
+        return None
+
+
+def dropped(msg: Message, closed: str = "audio socket closed") -> tuple[EndState, str]:
+    """How a call ends when its socket closes without a stop message: a normal close (1000,
+    1001) ends it; 1009 (a frame over the server's WebSocket size limit) is a limit; anything
+    else, a connection lost without a close frame included (1005, 1006), interrupts it."""
+    code = msg.get("code", 1005)
+    if code in (1000, 1001):
+        return "ended", closed
+    if code == 1009:
+        return "limit_exceeded", "a frame over the WebSocket size limit"
+    if code in (1005, 1006):
+        return "interrupted", "connection lost without a close frame"
+    return "interrupted", close_reason(f"{closed} with code {code}")
+
+
+def audio_seconds(chunks: list[AudioChunk], channels: int) -> float:
+    """Seconds of the source's audio in ``chunks`` (16 kHz, ``channels`` side by side)."""
+    return sum(len(c.samples) for c in chunks) / (SAMPLE_RATE_HZ * channels)
+
+
+def now_s() -> float:
+    """Monotonic seconds for the rate limits (the socket loops are the I/O side)."""
+    return asyncio.get_running_loop().time()
+
+
+async def close_socket(ws: WebSocket, code: int, reason: str) -> None:
+    """Close with ``code`` and ``reason`` (cut to 123 bytes) unless the socket is gone."""
+    if ws.application_state != WebSocketState.DISCONNECTED:
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
+            await ws.close(code, close_reason(reason))

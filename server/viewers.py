@@ -1,0 +1,160 @@
+"""``WS /v1/calls/{call_id}/events``: the rep's event stream. Stored history first, then live
+events (durable ones never twice); the rep's card actions go back to the live session,
+wherever it runs. Bounded: ``max_viewers_per_call`` sockets per call (this instance), each
+message at most ``max_viewer_message_bytes``, at most ``max_messages_per_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from fastapi import WebSocket, WebSocketDisconnect
+
+from server.bus import Subscription
+from server.ingest import POLICY_VIOLATION, TRY_AGAIN_LATER, ProtocolError, json_object
+from server.limits import CALL_ID_RULE, InputGuard, valid_call_id
+from server.sockets import close_socket, now_s
+
+if TYPE_CHECKING:  # server.app registers this module's loop
+    from server.app import Runtime
+
+VIEWER_WAIT_S = 300.0  # how long a viewer may wait for a call that has not started yet
+VIEWER_WAIT_MAX_S = 3600.0
+NOT_FOUND = 4404  # application close code: unknown call id (as HTTP 404)
+
+
+async def serve_viewer(rt: Runtime, ws: WebSocket, call_id: str) -> None:
+    """History from the store, then live events; durable events are never sent twice. The
+    socket closes with 1000 when the call ends, 1013 if the viewer falls too far behind or the
+    call has ``max_viewers_per_call`` already, 4404 "unknown call id '...'" when the call is
+    neither stored nor live and does not start within ``?wait_s=`` seconds (default 300; 0:
+    the call must exist already), and with the code of a limit its messages break.
+    ``?after_seq=N`` (a reconnecting viewer's last ``seq``) starts the history after event N."""
+    wait_s = _wait_s(ws.query_params.get("wait_s"))
+    after_seq = _after_seq(ws.query_params.get("after_seq"))
+    refusal = _viewer_refusal(rt, call_id, wait_s, after_seq)
+    if refusal is not None:
+        await close_socket(ws, *refusal)
+        return
+    assert wait_s is not None
+    rt.viewers[call_id] = rt.viewers.get(call_id, 0) + 1
+    sub = rt.bus.subscribe(call_id)
+    assert after_seq is not None
+    sender = asyncio.create_task(_send_events(rt, ws, call_id, sub, wait_s, after_seq))
+    reader = asyncio.create_task(_viewer_messages(rt, ws, call_id))
+    try:
+        done, _ = await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if sender in done and sender.exception() is None:
+            await close_socket(ws, *sender.result())
+        elif reader in done and isinstance(err := reader.exception(), ProtocolError):
+            await close_socket(ws, err.code, err.reason)
+    finally:
+        for task in (sender, reader):
+            task.cancel()
+        for task in (sender, reader):
+            # A viewer that goes away mid-send (OSError: uvicorn's ClientDisconnected) is
+            # routine, not a server error.
+            with contextlib.suppress(
+                asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError, ProtocolError
+            ):
+                await task
+        sub.close()
+        if (left := rt.viewers.pop(call_id, 1) - 1) > 0:
+            rt.viewers[call_id] = left
+
+
+def _viewer_refusal(
+    rt: Runtime, call_id: str, wait_s: float | None, after_seq: int | None
+) -> tuple[int, str] | None:
+    if not valid_call_id(call_id):
+        return POLICY_VIOLATION, CALL_ID_RULE
+    if after_seq is None:
+        return POLICY_VIOLATION, "after_seq must be a whole number >= 0"
+    if wait_s is None:
+        return POLICY_VIOLATION, f"wait_s must be a number of seconds in [0, {VIEWER_WAIT_MAX_S:g}]"
+    if rt.viewers.get(call_id, 0) >= rt.settings.max_viewers_per_call:
+        return TRY_AGAIN_LATER, "too many viewers on this call (CUECARD_MAX_VIEWERS_PER_CALL)"
+    return None
+
+
+def _wait_s(raw: str | None) -> float | None:
+    if raw is None:
+        return VIEWER_WAIT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if 0 <= value <= VIEWER_WAIT_MAX_S else None
+
+
+def _after_seq(raw: str | None) -> int | None:
+    if raw is None:
+        return 0
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+
+
+async def _send_events(
+    rt: Runtime, ws: WebSocket, call_id: str, sub: Subscription, wait_s: float, after_seq: int
+) -> tuple[int, str]:
+    """Send the call's events after ``after_seq``; returns the close code and reason."""
+    last_seq = after_seq
+    try:
+        stored = await rt.store.events(call_id, after_seq)
+        known = True
+    except LookupError:
+        stored, known = [], call_id in rt.sessions
+    for old in stored:
+        last_seq = max(last_seq, int(old.get("seq", 0)))
+        await ws.send_json(old)
+    if known and call_id not in rt.sessions and await _call_over(rt, call_id):
+        return 1000, "call ended"  # a finished call: its history is all there is
+    if not known:  # subscribed before the lookup, so a call starting meanwhile is not missed
+        try:
+            event = await asyncio.wait_for(sub.get(), wait_s)
+        except TimeoutError:
+            return NOT_FOUND, f"unknown call id {call_id!r}"
+    else:
+        event = await sub.get()
+    while event is not None:
+        if "seq" not in event or event["seq"] > last_seq:
+            await ws.send_json(event)
+        event = await sub.get()
+    if sub.overflowed:
+        return 1013, "viewer too slow: reconnect to resume"
+    return 1000, "call ended"
+
+
+async def _call_over(rt: Runtime, call_id: str) -> bool:
+    try:
+        return (await rt.store.get_call(call_id)).status != "live"
+    except LookupError:
+        return False
+
+
+async def _viewer_messages(rt: Runtime, ws: WebSocket, call_id: str) -> None:
+    """Messages from the rep's page (card actions) go to the live session, wherever it is;
+    one over ``max_viewer_message_bytes`` or the message rate raises ``LimitExceeded``."""
+    guard = InputGuard(rt.input_limits(rt.settings.max_viewer_message_bytes))
+    while True:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            return
+        text = msg.get("text")
+        guard.message(None if text is None else len(text.encode()), now_s())
+        if text is None:
+            continue
+        try:
+            payload = json_object(text)
+        except ProtocolError:
+            await ws.send_json({"type": "error", "detail": "messages must be JSON objects"})
+            continue
+        session = rt.sessions.get(call_id)
+        # the call is live here, on another instance (the bus carries it there), or nowhere
+        replies = await (session.act(payload) if session else rt.bus.act(call_id, payload))
+        if replies is None:
+            await ws.send_json({"type": "error", "detail": "call is not live"})
+            continue
+        for reply in replies:
+            await ws.send_json(reply)
