@@ -660,6 +660,9 @@ class DictationGuard:
       words and no such run, or ``dictation_s`` of audio after their last masked group (a
       line of ordinary words with a number in it is masked, but is no group: it does not
       extend the dictation). The other speaker's lines neither end nor extend it.
+    - a line whose speaker is ``unknown`` (a mixed channel the diarizer could not decide, and
+      every partial there) could be either speaker's: it is judged by every speaker's memory,
+      and a named speaker's line by the unknown one's as well as their own.
 
     What it cannot do: take back a first group of 3-4 digits said bare with no cue before
     it (it reads as a year or a count); the groups after it are masked.
@@ -676,8 +679,15 @@ class DictationGuard:
         state = self._speakers.setdefault(transcript.speaker, _Speaker())
         shape = _shape(transcript.text)
         at_s = transcript.start_s
-        dictating = at_s <= state.dictating_until_s
-        armed = shape.cue or at_s <= max(self._cue_until_s, state.group_until_s)
+        # On a mixed line an "unknown" line may be anyone's: it reads every speaker's memory,
+        # and a named speaker's line reads the unknown one's too.
+        kin = [
+            s
+            for who, s in self._speakers.items()
+            if s is state or "unknown" in (who, transcript.speaker)
+        ]
+        dictating = at_s <= max(s.dictating_until_s for s in kin)
+        armed = shape.cue or at_s <= max(self._cue_until_s, *(s.group_until_s for s in kin))
         if shape.bare and (armed or shape.alone or not transcript.is_final):
             dictating = True
         out = self.redactor.transcript(transcript, dictating=dictating)

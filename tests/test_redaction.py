@@ -408,6 +408,7 @@ def test_words_without_leading_spaces_are_redacted_like_the_text() -> None:
 Line = tuple[Speaker, bool, str, float, float, str]
 C: Speaker = "customer"
 R: Speaker = "rep"
+U: Speaker = "unknown"
 
 DICTATIONS: dict[str, list[Line]] = {
     # AN4 10001-90210-01803 as the segmenter cut it and Whisper wrote it (the benchmark leak)
@@ -529,6 +530,19 @@ DICTATIONS: dict[str, list[Line]] = {
         (C, True, "I think it was 450 last quarter", 9.0, 10.5, "="),
         (R, True, "the number of seats is 450.", 11.0, 12.5, "="),
         (C, True, "about 300.", 13.0, 13.6, "="),
+    ],
+    # a mixed line: the diarizer names some groups and leaves others unknown
+    "phone 3-3-4 on a mixed line, one group's speaker undecided": [
+        (C, True, "Okay, go ahead.", 0.5, 1.3, "="),
+        (C, True, "415.", 2.0, 2.8, "="),
+        (U, True, "555.", 3.4, 4.2, "[DIGITS]."),
+        (C, True, "2671.", 4.8, 5.8, "[DIGITS]."),
+    ],
+    "a dictation on a mixed line goes on in unknown partials": [
+        (C, True, "My card number is 4556", 0.5, 2.5, "My card number is [DIGITS]"),
+        (U, False, "and 737", 3.0, 3.6, "and [DIGITS]"),
+        (U, True, "and 7375", 3.0, 3.9, "and [DIGITS]"),
+        (C, True, "that's 8689.", 4.5, 5.6, "that's [DIGITS]."),
     ],
     "prices stay readable during a dictation": [
         (C, True, "account 4821 7730", 0.5, 2.5, "account [DIGITS]"),
