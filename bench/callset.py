@@ -86,7 +86,9 @@ def speech_spans(
     starts = np.concatenate([[loud[0]], loud[gaps + 1]])
     ends = np.concatenate([loud[gaps], [loud[-1]]])
     return [
-        Spoken(speaker, "", round(a / SAMPLE_RATE_HZ, 3), round(b / SAMPLE_RATE_HZ, 3))
+        Spoken(
+            speaker, "", round(float(a) / SAMPLE_RATE_HZ, 3), round(float(b) / SAMPLE_RATE_HZ, 3)
+        )
         for a, b in zip(starts, ends, strict=True)
         if b - a > 0.2 * SAMPLE_RATE_HZ
     ]
