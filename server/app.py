@@ -153,6 +153,9 @@ def build_app(rt: Runtime) -> FastAPI:
     from server import sources  # AudioHook and Vonage; imports this module, so not at the top
 
     sources.register(app, rt)
+    from server import pages  # /manager and the pages' scripts
+
+    pages.register(app, rt)
     return app
 
 

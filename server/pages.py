@@ -1,0 +1,68 @@
+"""The browser pages, on the app's routes (``register(app, rt)``); served as files, no build step:
+
+- ``GET /manager``      the manager view (``clients/web/manager.html``): live and recent calls,
+  the server's health, call history search and per-card-kind Used/Dismiss rates
+- ``GET /web/{name}``   the pages' scripts and style sheet (``clients/web/*.js``, ``*.css``)
+
+``GET /`` (the rep's page) is ``server.app``'s. The pages and their assets carry no call data
+and need no token: the data comes from the token-protected API, the token from the URL
+fragment (``#token=…``), which browsers never send. Nothing is loaded from another host.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from importlib.resources.abc import Traversable
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, Response
+
+if TYPE_CHECKING:  # server.app registers these routes
+    from server.app import Runtime
+
+MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+# the page's scripts load each other by path; a browser re-checks them on every load
+CACHE = "no-cache"
+SECURITY = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
+        "style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'"
+    ),
+}
+
+
+def web_dir() -> Traversable:
+    return resources.files("clients").joinpath("web")
+
+
+def asset(name: str) -> tuple[bytes, str] | None:
+    """The body and media type of the web asset ``name`` (a plain file name in
+    ``clients/web`` ending .js or .css), or None: no path, no other kind of file."""
+    suffix = name[name.rfind(".") :] if "." in name else ""
+    if suffix not in MEDIA_TYPES or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    path = web_dir().joinpath(name)
+    if not path.is_file():
+        return None
+    return path.read_bytes(), MEDIA_TYPES[suffix]
+
+
+def register(app: FastAPI, rt: Runtime) -> None:
+    del rt  # the pages are files; what they show comes from the API
+
+    @app.get("/manager", response_class=HTMLResponse, include_in_schema=False)
+    async def manager() -> HTMLResponse:
+        body = web_dir().joinpath("manager.html").read_text()
+        return HTMLResponse(body, headers={**SECURITY, "Cache-Control": CACHE})
+
+    @app.get("/web/{name}", include_in_schema=False)
+    async def web_asset(name: str) -> Response:
+        found = asset(name)
+        if found is None:
+            raise HTTPException(404, f"no web asset {name!r}")
+        body, media_type = found
+        return Response(body, media_type=media_type, headers={**SECURITY, "Cache-Control": CACHE})
