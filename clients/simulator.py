@@ -4,7 +4,9 @@ Audio goes out in 20 ms frames at ``speed`` times real time, over the native pro
 (PCM16 at the file's rate) or, with ``twilio=True``, as Twilio Media Streams (mu-law 8 kHz,
 one ``media`` message per track per 20 ms), with ``audiohook=True`` as Genesys AudioHook
 (``clients.audiohook``: stereo PCMU 8 kHz, external = customer), with ``vonage=True`` as
-Vonage WebSockets (the call mixed to one 16-bit channel, labelled ``speaker``). A stereo file is channel 0 = rep, 1 = customer.
+Vonage WebSockets (the call mixed to one 16-bit channel, labelled ``speaker``), with
+``webrtc=True`` as a WebRTC softphone (``clients.webrtc``: one Opus track per channel, always
+in real time). A stereo file is channel 0 = rep, 1 = customer.
 Meanwhile it listens on the call's events socket and hands every event, with ``received_s``
 (seconds since the first audio frame was sent, on this process's monotonic clock), to
 ``on_event``. A paced replay (``speed`` > 0) also stamps each ``card`` with ``latency_s``:
@@ -52,6 +54,7 @@ class SimOptions:
     api_key: str = ""  # AudioHook: the API key and its client secret (empty: ?token=)
     client_secret: bytes = b""
     speaker: str = "unknown"  # Vonage: who is on its one channel
+    webrtc: bool = False  # WebRTC (aiortc): a track per channel, real time whatever ``speed``
 
     def __post_init__(self) -> None:
         if self.speed < 0:
@@ -102,6 +105,8 @@ async def simulate(path: Path, options: SimOptions, on_event: OnEvent | None = N
                 await _send_audiohook(audio, rate, options, t0)
             elif options.vonage:
                 await _send_vonage(audio, rate, options, t0)
+            elif options.webrtc:
+                await _send_webrtc(audio, rate, options, t0)
             else:
                 await _send_native(audio, rate, options, t0)
             await asyncio.wait_for(listener, options.end_timeout_s)
@@ -247,6 +252,22 @@ async def _send_vonage(audio: np.ndarray, rate: int, options: SimOptions, t0: li
             await _pace(t0, i / out_rate, options.speed)
             await ws.send(pcm[i : i + step].tobytes())
         await ws.close()
+
+
+async def _send_webrtc(audio: np.ndarray, rate: int, options: SimOptions, t0: list[float]) -> None:
+    from clients.webrtc import WebRtcOptions, send_call  # aiortc is loaded only for this mode
+
+    speakers = ("rep", "customer") if audio.shape[1] == 2 else ("customer",)
+    rtc = WebRtcOptions(
+        server=options.server,
+        token=options.token,
+        call_id=options.call_id,
+        speakers=speakers,
+        rep_id=options.rep_id,
+        extra={"prior": options.prior} if options.prior else {},
+    )
+    t0.append(time.monotonic())
+    await send_call(audio, rate, rtc)
 
 
 def format_event(event: dict[str, Any]) -> str:

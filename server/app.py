@@ -75,18 +75,18 @@ class Runtime:
     sessions: dict[str, CallSession] = field(default_factory=dict)
     viewers: dict[str, int] = field(default_factory=dict)  # events sockets open per call
 
-    def input_limits(self, max_text_bytes: int | None = None) -> InputLimits:
+    def guard(self, *, viewer: bool = False) -> InputGuard:
+        """The limits of one audio socket, or of one viewer's messages."""
         s = self.settings
-        return InputLimits(
-            max_text_bytes or s.max_text_bytes,
-            s.max_messages_per_s,
-            s.max_audio_speed,
-            s.audio_burst_s,
+        text_bytes, name = (
+            (s.max_viewer_message_bytes, "CUECARD_MAX_VIEWER_MESSAGE_BYTES")
+            if viewer
+            else (s.max_text_bytes, "CUECARD_MAX_TEXT_BYTES")
         )
-
-    def guard(self) -> InputGuard:
-        """The limits of one audio socket."""
-        return InputGuard(self.input_limits())
+        limits = InputLimits(
+            text_bytes, s.max_messages_per_s, s.max_audio_speed, s.audio_burst_s, name
+        )
+        return InputGuard(limits)
 
 
 def build_app(rt: Runtime) -> FastAPI:

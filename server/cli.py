@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
@@ -53,12 +54,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         options = SimOptions(args.server, token, args.speed, args.twilio, args.call_id)
     if args.audiohook or args.vonage:
         options = _source_options(options, args, settings)
+    if args.webrtc:  # a track per channel over WebRTC, in real time whatever --speed says
+        options = dataclasses.replace(options, webrtc=True)
 
     def show(event: dict[str, Any]) -> None:
         print(json.dumps(event) if args.json else format_event(event), flush=True)
 
+    refused: tuple[type[Exception], ...] = ()
+    if args.webrtc:
+        from clients.webrtc import SignallingRefused
+
+        refused = (SignallingRefused,)
     try:
         result = run_async(simulate(Path(args.file), options, show))
+    except refused as err:
+        print(f"cuecard simulate: the server refused the WebRTC offer: {err}", file=sys.stderr)
+        return 2
     except OSError as err:
         print(f"cuecard simulate: cannot reach {args.server}: {err}", file=sys.stderr)
         return 2
@@ -72,7 +83,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def _source_options(options: Any, args: argparse.Namespace, settings: Settings) -> Any:
     """--audiohook: signed with the first of CUECARD_AUDIOHOOK_KEYS (else ?token=), the call
     id a UUID (the conversationId); --vonage: one mixed channel labelled --speaker."""
-    import dataclasses
     import uuid
 
     from server.audiohook_auth import parse_keys
@@ -156,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--twilio", action="store_true", help="use Twilio Media Streams (mu-law 8 kHz)")
     p.add_argument("--audiohook", action="store_true", help="use Genesys AudioHook (PCMU 8 kHz)")
     p.add_argument("--vonage", action="store_true", help="use Vonage WebSockets (mixed mono)")
+    p.add_argument(
+        "--webrtc", action="store_true", help="use WebRTC: an Opus track per channel (real time)"
+    )
     p.add_argument(
         "--speaker",
         default="unknown",

@@ -71,6 +71,7 @@ class InputLimits:
     max_messages_per_s: float = 200.0  # 0: no limit
     max_audio_speed: float = 1.25  # audio seconds per wall second; 0: no limit
     audio_burst_s: float = 5.0
+    text_setting: str = "CUECARD_MAX_TEXT_BYTES"  # named in the reason of a text too long
 
     def __post_init__(self) -> None:
         if self.max_text_bytes < 1:
@@ -95,7 +96,7 @@ class InputGuard:
         if text_bytes is not None and text_bytes > cap:
             raise LimitExceeded(
                 MESSAGE_TOO_BIG,
-                f"text message of {text_bytes} bytes exceeds {cap} (CUECARD_MAX_TEXT_BYTES)",
+                f"text message of {text_bytes} bytes exceeds {cap} ({self.limits.text_setting})",
             )
         if not self._messages.take(1.0, now_s):
             raise LimitExceeded(

@@ -28,6 +28,7 @@ from server.handoff import call_events, hand_off_call
 from server.retention import retention
 from server.session import Engines
 from server.settings import Settings
+from server.sockets import WebSocketProtocol
 from server.store import CallStore
 from server.wire import Status, WireError, to_wire
 
@@ -121,7 +122,7 @@ async def _serve(rt: Runtime, settings: Settings, demo: bool) -> int:
         app,
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        ws=WebSocketProtocol,  # websockets-sansio; invalid UTF-8 closes with a reason
         log_level="warning",
         ws_max_size=1 << 20,
         lifespan="off",

@@ -8,6 +8,10 @@ close without a stop message ends a call, and the one way a socket is closed.
 - ``dropped(msg)``: the end state and detail of a call whose socket closed without a stop.
 - ``close_socket``: close with a code and a reason cut to the 123 bytes a close frame holds,
   unless the socket is gone. Every close of ours goes through it.
+- ``WebSocketProtocol``: uvicorn's ``websockets-sansio`` protocol (``cuecard serve`` runs it),
+  except that a text frame of invalid UTF-8 is closed with 1007 and a reason rather than a
+  logged traceback and no reason. It overrides one method of uvicorn's class (not a public
+  API): ``tests/test_hostile_input.py`` fails if an upgrade changes what it relies on.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from dataclasses import dataclass
 from fastapi import WebSocket, WebSocketDisconnect
 from starlette.types import Message
 from starlette.websockets import WebSocketState
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from audio.chunk import SAMPLE_RATE_HZ, AudioChunk
-from server.ingest import POLICY_VIOLATION, TimedOut, close_reason
+from server.ingest import INVALID_PAYLOAD, POLICY_VIOLATION, TimedOut, close_reason
 from server.limits import InputGuard
 from server.session import CallSession
 from server.wire import EndState
@@ -68,7 +73,7 @@ def dropped(msg: Message, closed: str = "audio socket closed") -> tuple[EndState
         return "limit_exceeded", "a frame over the WebSocket size limit"
     if code in (1005, 1006):
         return "interrupted", "connection lost without a close frame"
-    return "interrupted", close_reason(f"{closed} with code {code}")
+    return "interrupted", close_reason(msg.get("reason") or f"{closed} with code {code}")
 
 
 def audio_seconds(chunks: list[AudioChunk], channels: int) -> float:
@@ -86,3 +91,19 @@ async def close_socket(ws: WebSocket, code: int, reason: str) -> None:
     if ws.application_state != WebSocketState.DISCONNECTED:
         with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
             await ws.close(code, close_reason(reason))
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol; a text message of invalid UTF-8 closes the
+    socket with 1007 "text frame is not valid UTF-8" (the app sees that disconnect)."""
+
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            try:
+                b"".join(self.frames).decode()
+            except UnicodeDecodeError:
+                self.frames = []
+                self.conn.send_close(INVALID_PAYLOAD, "text frame is not valid UTF-8")
+                self.handle_parser_exception()
+                return
+        super().send_receive_event_to_app()

@@ -14,7 +14,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from server.bus import Subscription
 from server.ingest import POLICY_VIOLATION, TRY_AGAIN_LATER, ProtocolError, json_object
-from server.limits import CALL_ID_RULE, InputGuard, valid_call_id
+from server.limits import CALL_ID_RULE, valid_call_id
 from server.sockets import close_socket, now_s
 
 if TYPE_CHECKING:  # server.app registers this module's loop
@@ -136,7 +136,7 @@ async def _call_over(rt: Runtime, call_id: str) -> bool:
 async def _viewer_messages(rt: Runtime, ws: WebSocket, call_id: str) -> None:
     """Messages from the rep's page (card actions) go to the live session, wherever it is;
     one over ``max_viewer_message_bytes`` or the message rate raises ``LimitExceeded``."""
-    guard = InputGuard(rt.input_limits(rt.settings.max_viewer_message_bytes))
+    guard = rt.guard(viewer=True)
     while True:
         msg = await ws.receive()
         if msg["type"] == "websocket.disconnect":
