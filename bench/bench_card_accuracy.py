@@ -326,8 +326,8 @@ async def card_accuracy(
     scored: dict[str, dict[str, Any]] = {}
     per_variant: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        own = server is None
-        srv = start_server(Path(tmp) / "data", CUECARD_MODEL=model) if own else server
+        own = None if server is not None else start_server(Path(tmp) / "data", CUECARD_MODEL=model)
+        srv = server if own is None else own
         try:
             for v in variants:
                 got = await replay_variant(v, srv, Path(tmp), events_path)
@@ -336,8 +336,8 @@ async def card_accuracy(
                 }
                 scored |= {f"{v.name}/{name}": s for name, s in got.items()}
         finally:
-            if own:
-                stop_server(srv)
+            if own is not None:
+                stop_server(own)
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {_cpu()}, no GPU",
         "speed": 1.0,

@@ -178,8 +178,8 @@ def report(
     return {
         "model": cfg.model,
         "path": cfg.path,
-        "whisper": {k: getattr(cfg.whisper, k) for k in cfg.whisper.__slots__},  # type: ignore[attr-defined]
-        "segmenter": {k: getattr(cfg.stream.segmenter, k) for k in SegmenterOptions.__slots__},  # type: ignore[attr-defined]
+        "whisper": {k: getattr(cfg.whisper, k) for k in cfg.whisper.__slots__},
+        "segmenter": {k: getattr(cfg.stream.segmenter, k) for k in SegmenterOptions.__slots__},
         "partials": cfg.stream.partials,
         "context": cfg.stream.context,
         "hotwords": list(cfg.stream.hotwords),
@@ -262,7 +262,7 @@ def main() -> None:
     for cfg in configs(args):
         r = run_config(cfg, pool, calls)
         print_report(r)
-        out["runs"].append(r)  # type: ignore[attr-defined]
+        out["runs"].append(r)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
 
