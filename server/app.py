@@ -156,6 +156,9 @@ def build_app(rt: Runtime) -> FastAPI:
     from server import pages  # /manager and the pages' scripts
 
     pages.register(app, rt)
+    from server import webrtc  # WebRTC and the softphone page (imports this module too)
+
+    webrtc.register(app, rt)
     return app
 
 
