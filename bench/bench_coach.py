@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from audio.chunk import Speaker
 from guidance.cards import Card
 from guidance.coach import Coach
 from guidance.playbook import load_playbook
@@ -35,10 +36,10 @@ LABELS = [
 COMPETITORS = ["Salesforce", "HubSpot", "Gong", "Zoho", "Pipedrive", "Acme"]
 
 
-def utterances(minutes: float, rng: random.Random) -> list[tuple[str, float, float]]:
+def utterances(minutes: float, rng: random.Random) -> list[tuple[Speaker, float, float]]:
     out, t = [], 1.0
     while t < minutes * 60:
-        speaker = "rep" if rng.random() < 0.55 else "customer"
+        speaker: Speaker = "rep" if rng.random() < 0.55 else "customer"
         dur = rng.uniform(1.0, 12.0 if speaker == "rep" else 8.0)
         out.append((speaker, t, t + dur))
         t += dur + rng.uniform(0.2, 1.5)
@@ -75,7 +76,7 @@ def events(minutes: float, seed: int) -> list[tuple[float, str, Any]]:
                 start,
                 words[k - 1].end_s,
                 words[:k],
-            )  # type: ignore[arg-type]
+            )
             at = t.end_s + (0.9 if final else 0.5)
             out.append((at, "transcript", t))
             if final or speaker == "customer":
@@ -103,7 +104,7 @@ def events(minutes: float, seed: int) -> list[tuple[float, str, Any]]:
                     ents,
                     rng.uniform(-1, 1),
                     prosody,
-                )  # type: ignore[arg-type]
+                )
                 out.append((at + 0.05, "insight", ins))
     for k in range(int(minutes * 60 * 4)):
         out.append((k / 4.0, "tick", k / 4.0))

@@ -33,6 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -328,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     encoder.warmup()
     detectors = load_detectors("silero")
     options = DiarizerOptions()
-    report: dict[str, object] = {"machine": machine(), "options": asdict(options)}
+    report: dict[str, Any] = {"machine": machine(), "options": asdict(options)}
     line = telephone if args.telephone else (lambda a: a)
     report["telephone"] = args.telephone
     if "ami" in args.sets:
@@ -343,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("ami", "espeak"):
             if key in report:
                 r = report[key]
-                print(key, json.dumps({k: v for k, v in r.items() if k != "files"}))  # type: ignore[union-attr]
-                for row in r["files"]:  # type: ignore[index]
+                print(key, json.dumps({k: v for k, v in r.items() if k != "files"}))
+                for row in r["files"]:
                     print("  ", row["set"], row["collar_0.25"], "delays", row["change_delays_s"])
         print(report["machine"])
     return 0

@@ -257,12 +257,13 @@ def main() -> None:
     args = parse()
     pool = items()
     calls = compose_calls(pool)
-    out = {"machine": machine(), "runs": []}
+    runs: list[dict[str, Any]] = []
+    out = {"machine": machine(), "runs": runs}
     print(f"machine: {out['machine']}")
     for cfg in configs(args):
         r = run_config(cfg, pool, calls)
         print_report(r)
-        out["runs"].append(r)
+        runs.append(r)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
 

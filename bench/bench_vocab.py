@@ -110,7 +110,7 @@ def run(model: str) -> dict[str, Any]:
     report: dict[str, Any] = {"model": model, "hotwords": list(vocab)}
     for path in ("wideband", "telephone"):
         clips = rendered(path)
-        names = [(c.name,) for c in clips]
+        names: list[tuple[str, ...]] = [(c.name,) for c in clips]
         plain, ms_plain = decode_all(t, clips, ())
         hinted, ms_hint = decode_all(t, clips, vocab)
         report[f"rendered_{path}"] = {
@@ -120,12 +120,12 @@ def run(model: str) -> dict[str, Any]:
             "misses_with": sorted({c.name for c, x in zip(clips, hinted, strict=True) if not hit(c.name, x)}),
         }  # fmt: skip
     real = [Clip(i.name, i.audio, i.reference) for i in items() if i.name in REAL_NAMES]
-    names = [REAL_NAMES[c.name] for c in real]
+    real_names = [REAL_NAMES[c.name] for c in real]
     plain, _ = decode_all(t, real, ())
     hinted, _ = decode_all(t, real, None)
     report["real"] = {
-        "without": score(real, plain, names),
-        "with": score(real, hinted, names),
+        "without": score(real, plain, real_names),
+        "with": score(real, hinted, real_names),
         "texts": {c.name: {"without": p, "with": h} for c, p, h in zip(real, plain, hinted, strict=True)},
     }  # fmt: skip
     return report

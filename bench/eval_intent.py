@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from models.registry import load_embedder
 from nlp.intent import DATA_DIR, IntentOptions, LinearHead, load_examples
 from server.intent_report import score, section
@@ -31,13 +33,13 @@ def main() -> None:
     labels = list(head.labels)
     test = load_examples(args.test)
     texts = [e.text for e in test]
-    lg = logits_on(head, labels, embedder.embed(texts), texts)
+    lg = logits_on(head, labels, embedder.embed(texts).astype(np.float64), texts)
     own = score("held-out", lg, [e.label for e in test], labels, head.temperature)
     out = section(f"Held-out `{args.test.name}`", own)
     if args.dev is not None:
         dev = load_dev(args.dev)
         dtexts = [r.text for r in dev]
-        dlg = logits_on(head, labels, embedder.embed(dtexts), dtexts)
+        dlg = logits_on(head, labels, embedder.embed(dtexts).astype(np.float64), dtexts)
         s = score("dev", dlg, [r.label for r in dev], labels, head.temperature, dev)
         out += section(f"intent-dev `{args.dev}` ({len(dev)} rows)", s)
         out.append(f"ECE (10 bins): held-out {own.ece:.3f}, intent-dev {s.ece:.3f}")
