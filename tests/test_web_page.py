@@ -221,13 +221,16 @@ async def scroll_back_is_kept(page: Page) -> None:
 
 
 async def dismiss_two(page: Page) -> list[str]:
-    """Dismiss one card by its button, then the top one by Esc; returns their ids."""
-    await expect(page.locator(OPEN_CARD).nth(1)).to_be_attached()
-    first = page.locator(OPEN_CARD).last
+    """Dismiss one card by its button, then the top one by Esc; returns their ids. Only cards
+    the server has stored (not provisional), so that their dismissal is stored too."""
+    stored = f"{OPEN_CARD}:not(.provisional)"
+    await expect(page.locator(stored).nth(1)).to_be_attached()
+    first = page.locator(stored).last
     first_id = (await first.get_attribute("id") or "").removeprefix("card-")
     await first.get_by_role("button", name="Dismiss").click()
     await expect(page.locator(f"#past-cards #card-{first_id} .tag").last).to_have_text("dismissed")
-    top_id = (await page.locator(OPEN_CARD).first.get_attribute("id") or "").removeprefix("card-")
+    top = page.locator("#cards .card:first-child:not(.provisional)")
+    top_id = (await top.get_attribute("id") or "").removeprefix("card-")
     await page.keyboard.press("Escape")
     await expect(page.locator(f"#past-cards #card-{top_id} .tag").last).to_have_text("dismissed")
     return [first_id, top_id]

@@ -120,7 +120,8 @@ export class CallView {
       `<div class="actions"><button data-card="${esc(c.card_id)}" data-action="used">Used</button>` +
       `<button data-card="${esc(c.card_id)}" data-action="dismissed"${top ? ' aria-keyshortcuts="Escape"' : ""}>` +
       `Dismiss${top ? ' <kbd>Esc</kbd>' : ""}</button></div>`;
-    return `<article class="card ${alert ? "alert" : "cue"} ${esc(state)}" id="card-${esc(c.card_id)}" data-kind="${esc(c.kind)}">` +
+    const cls = `card ${alert ? "alert" : "cue"} ${esc(state)}${c.provisional ? " provisional" : ""}`;
+    return `<article class="${cls}" id="card-${esc(c.card_id)}" data-kind="${esc(c.kind)}">` +
       `<p class="tags">${tags.map((t) => `<span class="tag">${esc(t)}</span>`).join(" ")}</p>` +
       `<h3>${esc(c.title)}</h3>${c.detail ? `<p class="detail">${esc(c.detail)}</p>` : ""}` +
       (track ? `<ul class="track" aria-label="Talk track">${track}</ul>` : "") + quote + buttons + "</article>";
