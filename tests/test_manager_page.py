@@ -61,8 +61,9 @@ async def test_page_routes_serve_the_pages_and_nothing_else(server: ServerProces
 async def test_manager_view_lists_the_live_call(
     server: ServerProcess, browser: Browser, tmp_path: Path
 ) -> None:
-    """The live call shows up with rep, status, duration, score and alerts; the click-through
-    is the rep's page without Used/Dismiss; then the ended call is found by search."""
+    """The live call shows up with rep, status, duration, score and alerts (and in the rep's
+    page's list of live calls); the click-through is the rep's page without Used/Dismiss;
+    then the ended call is found by search."""
     path = tmp_path / "call.wav"
     render(SCRIPT).write(path)
     opts = SimOptions(server=server.ws, token=server.token, speed=1.0, call_id=CALL, rep_id=REP)
@@ -81,6 +82,12 @@ async def test_manager_view_lists_the_live_call(
     await expect(page.locator("#health")).to_contain_text("ASR busy share")
     await screenshot(page, tmp_path, "manager.png")
     assert await low_contrast(page) == []
+
+    picker = await open_page(browser, f"{server.http}/#token={server.token}")  # no call named
+    await picker.page.locator(f'#live-calls a:text-is("{CALL}")').click()
+    await expect(picker.page.locator("#call-name")).to_have_text(CALL)
+    await expect(picker.page.locator("#transcript .line").first).to_be_visible()
+    picker.assert_clean()
 
     href = await row.locator("a").get_attribute("href")
     assert href is not None and "readonly=1" in href
