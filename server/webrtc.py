@@ -79,6 +79,9 @@ PAGE_HEADERS = {  # the page holds no data; the token stays in the URL fragment
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
 }
 CLOSE_TIMEOUT_S = 5.0  # closing a peer connection: DTLS alert and transports, normally ms
+# at shutdown the event loop is cancelling aiortc's own tasks too, and a close can wait on them
+# until its timeout: the process is ending, so it gets only this long
+SHUTDOWN_CLOSE_S = 0.5
 Outcome = tuple[EndState, str]
 
 
@@ -176,9 +179,9 @@ async def negotiate(offer: WebRtcOffer, ice_servers: tuple[IceServer, ...]) -> N
         raise
 
 
-async def close_peer(pc: RTCPeerConnection) -> None:
+async def close_peer(pc: RTCPeerConnection, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(pc.close(), CLOSE_TIMEOUT_S)
+        await asyncio.wait_for(pc.close(), timeout_s)
 
 
 @dataclass
@@ -223,7 +226,7 @@ class WebRtcCalls:
             outcome = await stream_tracks(neg, timeline, session.feed, opts)
             await session.feed(timeline.flush())
         except asyncio.CancelledError:  # shutdown: close_runtime finishes the session
-            await close_peer(neg.pc)
+            await close_peer(neg.pc, SHUTDOWN_CLOSE_S)
             raise
         except AudioFormatError as err:
             outcome = ("interrupted", f"unusable audio: {err}")
