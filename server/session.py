@@ -58,7 +58,7 @@ from server.handoff import hand_off_call
 from server.store import CallMeta, CallStatus, CallStore
 from server.voiceprints import VoiceprintStore
 from server.webhooks import WebhookSender
-from server.wire import Status, StatusState, WireEvent, is_durable, to_wire
+from server.wire import END_STATES, Status, StatusState, WireEvent, is_durable, to_wire
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,9 @@ class CallSession:
         await self._audio.put(None)
         if self._task is not None:
             await self._task
-        call_status: CallStatus = "ended" if state == "ended" else "interrupted"
+        # the record and the webhook say how the call really ended; a non-final state
+        # (live, degraded) passed here means it was cut off
+        call_status: CallStatus = state if state in END_STATES else "interrupted"
         await self._summarize(call_status)
         await self._emit(Status(state, detail, self.audio_s))
         await self._store.close_call(self.call_id, call_status)

@@ -35,6 +35,7 @@ from nlp.transcript import Transcript
 # How a call ended: normally, cut off (dropped connection, protocol error, server gone), after
 # the peer went silent past a timeout, or cut for exceeding a limit (rate, size, capacity).
 EndState = Literal["ended", "interrupted", "timed_out", "limit_exceeded"]
+END_STATES: tuple[EndState, ...] = typing.get_args(EndState)
 StatusState = Literal["live", "degraded", "ended", "interrupted", "timed_out", "limit_exceeded"]
 
 
