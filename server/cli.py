@@ -219,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # WebRTC's ICE logs every candidate pair of every call at INFO
+        for name in ("aioice", "aiortc"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         handler = getattr(args, "func", None) or args.handler
         return int(handler(args))

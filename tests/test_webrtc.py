@@ -288,7 +288,10 @@ async def test_bad_offers_get_a_4xx_json_reason_and_open_no_call(server: ServerP
                 found = await http.get(f"/v1/calls/{call_id}", headers=auth)
                 assert found.status_code == 404
         stats = (await http.get("/v1/stats", headers=auth)).json()
+        config = await http.get("/v1/webrtc/config", headers=auth)
+        assert (await http.get("/v1/webrtc/config")).status_code == 401
     assert stats["live_calls"] == 0
+    assert config.json() == {"ice_servers": []}  # none configured: host candidates only
 
 
 @pytest.mark.model
