@@ -30,7 +30,7 @@ from aiortc import MediaStreamTrack
 from audio.chunk import SAMPLE_RATE_HZ, AudioChunk
 from clients.callgen import RenderedCall, Turn, render
 from clients.simulator import SimOptions, simulate
-from clients.webrtc import ArrayTrack, SignallingRefused, WebRtcOptions, connect
+from clients.webrtc import ArrayTrack, SignallingRefused, WebRtcOptions, connect, connected
 from server.limits import InputLimits
 from server.webrtc import Negotiated, StreamOptions, close_peer, negotiate, stream_tracks
 from server.webrtc_offer import OfferRefused, WebRtcOffer
@@ -143,25 +143,28 @@ async def test_a_track_that_never_sends_ends_the_stream_timed_out() -> None:
     async def feed(chunks: list[AudioChunk]) -> None:
         del chunks
 
-    async with peers([ArrayTrack(tone(5.0, 440)), SilentTrack()], ["rep", "customer"]) as (_, neg):
-        outcome = await asyncio.wait_for(
-            stream_tracks(neg, TrackTimeline(("rep", "customer")), feed, StreamOptions(1.0)), WAIT_S
-        )
+    tracks = [ArrayTrack(tone(30.0, 440)), SilentTrack()]
+    async with peers(tracks, ["rep", "customer"]) as (client, neg):
+        await connected(client, WAIT_S)  # the rep's audio flows before the idle clock starts
+        opts = StreamOptions(2.0)
+        timeline = TrackTimeline(("rep", "customer"))
+        outcome = await asyncio.wait_for(stream_tracks(neg, timeline, feed, opts), WAIT_S)
     assert outcome[0] == "timed_out"
-    assert outcome[1].startswith("no audio on the customer track within 1 s")
+    assert outcome[1].startswith("no audio on the customer track within 2 s")
 
 
 class FastTrack(ArrayTrack):
-    """Audio sent four times faster than real time (RTP says 20 ms, each 5 ms apart)."""
+    """Audio sent about ten times faster than real time (RTP says 20 ms, each 2 ms apart)."""
 
     async def recv(self) -> av.AudioFrame:
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.002)
         self._t0 = -math.inf  # never wait for the real-time schedule
         return await super().recv()
 
 
 async def test_a_track_faster_than_real_time_ends_the_stream_limit_exceeded() -> None:
-    """Past the audio burst, a track sending 4x real time ends the stream ``limit_exceeded``."""
+    """Past the audio burst, a track sending far faster than real time ends the stream
+    ``limit_exceeded``."""
     from audio.tracks import TrackTimeline
 
     async def feed(chunks: list[AudioChunk]) -> None:
