@@ -83,6 +83,7 @@ CLOSE_TIMEOUT_S = 5.0  # closing a peer connection: DTLS alert and transports, n
 # until its timeout: the process is ending, so it gets only this long
 SHUTDOWN_CLOSE_S = 0.5
 Outcome = tuple[EndState, str]
+Feed = Callable[[list[AudioChunk]], Awaitable[None]]  # CallSession.feed in the server
 
 
 def register(app: FastAPI, rt: Runtime) -> None:
@@ -102,15 +103,11 @@ def register(app: FastAPI, rt: Runtime) -> None:
     async def webrtc_offer(call_id: str, request: Request) -> JSONResponse:
         """A WebRTC offer for the call's audio, answered by the server (see ``docs/api.md``)."""
         if not rt.auth.allows(request):
-            return JSONResponse(
-                {"detail": "missing or wrong bearer token"},
-                401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            return _unauthorized()
         try:
             sdp = await calls.answer(call_id, await _body(request))
         except OfferRefused as err:
-            log.info("call %s: webrtc offer refused: %s", call_id[:128], err.detail)
+            log.info("call %r: webrtc offer refused: %s", call_id[:128], err.detail)
             return JSONResponse({"detail": err.detail}, err.status)
         return JSONResponse({"type": "answer", "sdp": sdp})
 
@@ -118,7 +115,7 @@ def register(app: FastAPI, rt: Runtime) -> None:
     async def webrtc_config(request: Request) -> JSONResponse:
         """The ICE servers a softphone should use (``CUECARD_ICE_SERVERS``; none on a LAN)."""
         if not rt.auth.allows(request):
-            return JSONResponse({"detail": "missing or wrong bearer token"}, 401)
+            return _unauthorized()
         return JSONResponse({"ice_servers": [s.as_json() for s in calls.ice_servers]})
 
     @app.get("/softphone", response_class=HTMLResponse, include_in_schema=False)
@@ -130,6 +127,11 @@ def register(app: FastAPI, rt: Runtime) -> None:
         if name not in SCRIPTS:
             return JSONResponse({"detail": f"no softphone file {name!r}"}, 404)
         return Response(_asset(name), media_type="text/javascript", headers=PAGE_HEADERS)
+
+
+def _unauthorized() -> JSONResponse:
+    detail = {"detail": "missing or wrong bearer token"}
+    return JSONResponse(detail, 401, headers={"WWW-Authenticate": "Bearer"})
 
 
 def _asset(name: str) -> str:
@@ -235,9 +237,6 @@ class WebRtcCalls:
         await close_peer(neg.pc)
         log.info("call %s: webrtc call over: %s", session.call_id, outcome[1])
         await _close_session(self.rt, session, *outcome)
-
-
-Feed = Callable[[list[AudioChunk]], Awaitable[None]]  # CallSession.feed in the server
 
 
 @dataclass(frozen=True, slots=True)
