@@ -9,9 +9,12 @@ way out cancels that task before it closes the runtime."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +119,21 @@ async def serve(settings: Settings, *, demo: bool = False) -> int:
         await close_runtime(rt)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that SIGTERM is not raised again once it has stopped serving:
+    with the default handler that would kill the process before ``serve``'s own shutdown
+    (``close_runtime``: live calls finished and handed off, the store closed) could run.
+    SIGINT still is (as KeyboardInterrupt it unwinds through that shutdown)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:  # uvicorn re-raises what it captured when this block exits
+                self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
+
+
 async def _serve(rt: Runtime, settings: Settings, demo: bool) -> int:
     app = build_app(rt)
     config = uvicorn.Config(
@@ -127,7 +145,7 @@ async def _serve(rt: Runtime, settings: Settings, demo: bool) -> int:
         ws_max_size=1 << 20,
         lifespan="off",
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn has no event)
         await asyncio.sleep(0.05)
