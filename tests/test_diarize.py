@@ -166,23 +166,6 @@ def test_onnx_graph_matches_the_numpy_reference(encoder: Any) -> None:
 
 
 @pytest.mark.model
-def test_numpy_reference_matches_torch_where_torch_exists(encoder: Any) -> None:
-    """Where torch happens to be installed, the checkpoint read without it gives torch's output."""
-    torch = pytest.importorskip("torch")
-    state = torch.load(ge2e.resemblyzer_checkpoint(), map_location="cpu", weights_only=False)
-    lstm, lin = torch.nn.LSTM(40, 256, 3, batch_first=True), torch.nn.Linear(256, 256)
-    sd = state["model_state"]
-    lstm.load_state_dict({k[5:]: v for k, v in sd.items() if k.startswith("lstm.")})
-    lin.load_state_dict({k[7:]: v for k, v in sd.items() if k.startswith("linear.")})
-    mels = np.abs(np.random.default_rng(1).standard_normal((2, 160, 40))).astype(np.float32)
-    with torch.no_grad():
-        _, (h, _) = lstm(torch.from_numpy(mels))
-        ref = torch.relu(lin(h[-1]))
-        ref = (ref / ref.norm(dim=1, keepdim=True)).numpy()
-    assert np.abs(ref - encoder.forward_reference(mels)).max() < 1e-5
-
-
-@pytest.mark.model
 def test_two_espeak_voices_are_told_apart(encoder: Any) -> None:
     """Windows of one espeak-ng voice are closer to each other than to another voice's."""
     from clients.callgen import espeak
