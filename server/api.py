@@ -40,6 +40,7 @@ from server.store import CallFilter, CallNotFound, CallRecord, CallStatus, CallS
 from server.wire import from_wire
 
 T = TypeVar("T")
+MAX_OFFSET = 2**62  # SQLite integers are 64-bit signed: a larger OFFSET is a 500, not a 422
 
 
 class SummaryNotReady(Exception):
@@ -199,7 +200,7 @@ def build_router(
         status: CallStatus | None = None,
         q: Annotated[str | None, Query(max_length=200, description="transcript words")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> CallList:
         flt = CallFilter(
             since=since.timestamp() if since else None,

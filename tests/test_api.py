@@ -128,6 +128,9 @@ async def test_list_calls_with_filters(client: tuple[httpx.AsyncClient, Any]) ->
     assert await ids(limit=1, offset=2) == ["c-old"]
     bad = await c.get("/v1/calls", params={"outcome": "won"}, headers=AUTH)
     assert bad.status_code == 422
+    huge = await c.get("/v1/calls", params={"offset": 2**63}, headers=AUTH)  # past SQLite's int
+    assert huge.status_code == 422
+    assert await ids(offset=2**62) == []
 
 
 async def test_get_call_detail(client: tuple[httpx.AsyncClient, Any]) -> None:
