@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -125,7 +126,10 @@ class SqliteCallStore:
         if self.path.is_dir() or self.path.suffix == "":
             self.path = self.path / DB_FILENAME
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # private to the service user: the calls (and SQLite's -wal/-shm files, which
+            # take the database file's mode) hold what customers said
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             conn = sqlite3.connect(self.path, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")

@@ -389,3 +389,18 @@ async def test_redis_restart_marks_only_its_own_and_dead_instances_calls(redis_u
     finally:
         await a.close()
         await b.close()
+
+
+async def test_the_database_and_its_folder_are_private(tmp_path: Path) -> None:
+    """Only the service user may read what customers said: the folder the store creates is
+    0700 and the database file (whose mode SQLite gives its -wal/-shm files) 0600."""
+    from server.sqlite_store import SqliteCallStore
+
+    folder = tmp_path / "data"
+    store = await SqliteCallStore.open(folder / "calls.sqlite3")
+    try:
+        await store.open_call(CallMeta("c-1", "native", None, 0.0))
+    finally:
+        await store.close()
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert (folder / "calls.sqlite3").stat().st_mode & 0o777 == 0o600
