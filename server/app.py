@@ -47,6 +47,7 @@ from server.ingest import (
     parse_native_start,
 )
 from server.limits import CALL_ID_RULE, InputGuard, InputLimits, valid_call_id
+from server.pages import SECURITY
 from server.session import CallSession, Engines
 from server.settings import Settings
 from server.sockets import (
@@ -122,8 +123,9 @@ def build_app(rt: Runtime) -> FastAPI:
         }
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> str:
-        return resources.files("clients").joinpath("web/index.html").read_text()
+    async def page() -> HTMLResponse:
+        body = resources.files("clients").joinpath("web/index.html").read_text()
+        return HTMLResponse(body, headers=SECURITY)  # the pages' CSP, nosniff, no framing
 
     async def admitted(ws: WebSocket) -> bool:
         """Accept the socket, then close it with 1008 unless the token is right: a close

@@ -50,6 +50,9 @@ async def test_page_routes_serve_the_pages_and_nothing_else(server: ServerProces
             "/web/nope.js",
         ):
             assert (await client.get(bad)).status_code == 404, bad
+        for path in ("/", "/manager"):  # no framing (clickjacking), no scripts from elsewhere
+            csp = (await client.get(path)).headers["content-security-policy"]
+            assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp, path
         rep_page = (await client.get("/")).text
         links = re.findall(r'(?:src|href)="([^"]+)"', rep_page)
         assert {"/web/style.css", "/web/rep.js"} <= set(links)
