@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,16 @@ HOP_SAMPLES = 160  # one log-mel frame = 10 ms
 FRAMES_PER_S = SAMPLE_RATE_HZ // HOP_SAMPLES
 MAX_WINDOW_S = 30
 MAX_DECODE_TOKENS = 448  # Whisper's text context: prompt and output together
+DEVICES = ("cpu", "cuda")
+DEFAULT_COMPUTE_TYPE = {"cpu": "int8", "cuda": "float16"}
 
 
 @dataclass(frozen=True, slots=True)
 class WhisperOptions:
     model: str = "tiny.en"  # a name from models.registry, a CTranslate2 folder, or a hub name
     cpu_threads: int = 2
-    compute_type: str = "int8"
+    device: str = "cpu"  # "cpu" or "cuda" (CTranslate2's CUDA build; needs a GPU)
+    compute_type: str = ""  # "": int8 on cpu, float16 on cuda (int8_float16 also fits)
     pad_s: float = 1.0
     min_window_s: int = 10  # shorter windows loop on short clips ("Great! Great! ...")
     max_new_tokens: int = 128
@@ -55,6 +59,8 @@ class WhisperOptions:
     def __post_init__(self) -> None:
         if self.cpu_threads < 1:
             raise ValueError("cpu_threads must be >= 1")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if not 1 <= self.beam_size <= 10:
             raise ValueError("beam_size must be within [1, 10]")
         if self.max_prompt_tokens < 0 or self.max_hotword_tokens < 0:
@@ -79,12 +85,19 @@ class WhisperTranscriber:
         except ImportError as err:  # pragma: no cover - core dependency
             raise ModelUnavailable("faster-whisper is missing: pip install faster-whisper") from err
         self.name = f"whisper:{options.model}"
+        self.device = options.device
         self._options = options
         self._ct2 = ctranslate2
+        if options.device == "cuda" and ctranslate2.get_cuda_device_count() < 1:
+            raise ModelUnavailable(
+                "CUECARD_DEVICE=cuda but CTranslate2 sees no CUDA device (driver, and the CUDA 12 "
+                "cuBLAS and cuDNN 9 libraries on the library path?); unset it for the CPU"
+            )
+        self.compute_type = options.compute_type or DEFAULT_COMPUTE_TYPE[options.device]
         self._model = WhisperModel(
             str(model_dir),
-            device="cpu",
-            compute_type=options.compute_type,
+            device=options.device,
+            compute_type=self.compute_type,
             cpu_threads=options.cpu_threads,
             num_workers=1,
         )
@@ -109,12 +122,8 @@ class WhisperTranscriber:
         window_s = min(MAX_WINDOW_S, max(self._options.min_window_s, int(np.ceil(needed_s))))
         return window_s * FRAMES_PER_S
 
-    def _token_budget(self, n_samples: int) -> int:
-        per_s = self._options.max_tokens_per_s * n_samples / SAMPLE_RATE_HZ
-        return min(self._options.max_new_tokens, int(per_s) + 12)
-
-    def decoder_prompt(self, context: RecognitionContext = NO_CONTEXT) -> list[int]:
-        """The token prompt the decoder gets for ``context``: empty context, plain prompt."""
+    def prompt_parts(self, context: RecognitionContext) -> tuple[list[int], list[int]]:
+        """The hotword tokens and the newest prompt tokens ``context`` gives the decoder."""
         # A punctuated list ("Gong, Salesforce, HubSpot."): a bare run of names makes Whisper
         # drop its punctuation, and the alignment then ends words early (-1.3 s a sentence).
         names = [w.strip() for w in context.hotwords if w.strip()]
@@ -124,68 +133,157 @@ class WhisperTranscriber:
         )
         text, keep = context.prompt.strip(), self._options.max_prompt_tokens
         prev_ids = self._tokenizer.encode(" " + text)[-keep:] if text and keep else []
+        return hot_ids, prev_ids
+
+    def decoder_prompt(self, context: RecognitionContext = NO_CONTEXT, fit: int = 0) -> list[int]:
+        """The token prompt the decoder gets for ``context``: empty context, plain prompt.
+        ``fit`` > 0 trims what goes before the transcript start to that many tokens (oldest
+        prompt tokens first, then the last hotwords): a batch needs the same length in all."""
+        hot_ids, prev_ids = self.prompt_parts(context)
         if not hot_ids and not prev_ids:
             return self._prompt
+        if fit:
+            room = max(0, fit - 1 - len(hot_ids))
+            prev_ids = prev_ids[len(prev_ids) - room :] if room else []
+            hot_ids = hot_ids[: fit - 1 - len(prev_ids)]
         return [self._tokenizer.sot_prev, *hot_ids, *prev_ids, *self._prompt]
 
     def recognize(
         self, audio: Samples, *, with_words: bool, context: RecognitionContext = NO_CONTEXT
     ) -> Recognition:
+        out = self.recognize_batch([audio], with_words=[with_words], contexts=[context])
+        assert out is not None  # no should_stop: never cut short
+        return out[0]
+
+    def recognize_batch(
+        self,
+        audios: Sequence[Samples],
+        *,
+        with_words: Sequence[bool],
+        contexts: Sequence[RecognitionContext],
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[Recognition] | None:
+        """Several clips in one encoder window (the longest clip's; shorter ones get more
+        silence, as in Whisper's 30 s windows) and one generate per group of prompts of
+        similar length. None when ``should_stop`` says so between stages."""
         max_samples = MAX_WINDOW_S * SAMPLE_RATE_HZ - int(self._options.pad_s * SAMPLE_RATE_HZ)
-        clip = audio[:max_samples]
-        n_frames = self.window_frames(len(clip))
+        clips = [a[:max_samples] for a in audios]
+        n_frames = max(self.window_frames(len(c)) for c in clips)
+        mels = [self._mel(c, n_frames) for c in clips]
+        out: list[Recognition | None] = [None] * len(clips)
+        for idx, prompts in self._prompt_groups(contexts):
+            encoded = self._encode([mels[i] for i in idx])
+            if should_stop is not None and should_stop():
+                return None
+            lengths = [len(clips[i]) for i in idx]
+            results, tokens = self._generate(encoded, prompts, lengths)
+            redo = [k for k, i in enumerate(idx) if contexts[i] != NO_CONTEXT
+                    and self._runaway(len(tokens[k]), lengths[k])]  # fmt: skip
+            if redo:
+                # a prompt can make Whisper copy it onto a short clip ("You can call me Abby."
+                # -> "You can call me Abigail Claphlin. You can call me Abig"): decode plainly
+                again = self._encode([mels[idx[k]] for k in redo])
+                plain = [self._prompt] * len(redo)
+                r2, t2 = self._generate(again, plain, [lengths[k] for k in redo])
+                for k, res, toks in zip(redo, r2, t2, strict=True):
+                    results[k], tokens[k] = res, toks
+            if should_stop is not None and should_stop():
+                return None
+            wanted = [toks if with_words[i] else [] for i, toks in zip(idx, tokens, strict=True)]
+            words = self._align(encoded, wanted, n_frames, lengths) if any(wanted) else None
+            for k, i in enumerate(idx):
+                out[i] = self._recognition(results[k], tokens[k], words[k] if words else ())
+        return [r for r in out if r is not None]
+
+    def _mel(self, clip: Samples, n_frames: int) -> np.ndarray:
         padded = np.zeros(n_frames * HOP_SAMPLES, dtype=np.float32)
         padded[: len(clip)] = clip
         mel = self._features(padded, padding=0)[:, :n_frames]
         if mel.shape[1] < n_frames:
             mel = np.pad(mel, ((0, 0), (0, n_frames - mel.shape[1])))
-        features = self._ct2.StorageView.from_array(np.ascontiguousarray(mel[None], np.float32))
-        encoded = self._model.model.encode(features, to_cpu=False)
-        result, tokens = self._generate(encoded, self.decoder_prompt(context), len(clip))
-        if context != NO_CONTEXT and self._runaway(len(tokens), len(clip)):
-            # a prompt can make Whisper copy it onto a short clip ("You can call me Abby."
-            # -> "You can call me Abigail Claphlin. You can call me Abig"): decode plainly
-            result, tokens = self._generate(encoded, self._prompt, len(clip))
-        text = self._tokenizer.decode(tokens).strip()
-        avg_logprob = result.scores[0] if result.scores else 0.0
-        words: tuple[Word, ...] = ()
-        if with_words and tokens:
-            words = self._align(encoded, tokens, n_frames, len(clip))
-        return Recognition(
-            text=text,
-            words=words,
-            no_speech_prob=float(result.no_speech_prob),
-            avg_logprob=float(avg_logprob),
-            compression_ratio=compression_ratio(text),
-        )
+        return np.asarray(mel, np.float32)
+
+    def _encode(self, mels: list[np.ndarray]) -> object:
+        features = self._ct2.StorageView.from_array(np.ascontiguousarray(np.stack(mels)))
+        return self._model.model.encode(features, to_cpu=False)
+
+    def _prompt_groups(
+        self, contexts: Sequence[RecognitionContext]
+    ) -> list[tuple[list[int], list[list[int]]]]:
+        """Batch items by prompt length: CTranslate2 needs the transcript start at the same
+        position in every prompt of one generate, so a group's prompts are trimmed to its
+        shortest, and a group takes only prompts at least 3/4 as long as its longest."""
+        full = [self.decoder_prompt(c) for c in contexts]
+        pre = [len(p) - len(self._prompt) for p in full]
+        groups: list[list[int]] = []
+        for i in sorted(range(len(full)), key=lambda i: -pre[i]):
+            lead = pre[groups[-1][0]] if groups else -1
+            if groups and (pre[i] == lead or (pre[i] > 0 and 4 * pre[i] >= 3 * lead)):
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        out = []
+        for g in groups:
+            fit = min(pre[i] for i in g)
+            prompts = [full[i] if pre[i] == fit else self.decoder_prompt(contexts[i], fit)
+                       for i in g]  # fmt: skip
+            out.append((g, prompts))
+        return out
+
+    def _token_budget(self, n_samples: int) -> int:
+        per_s = self._options.max_tokens_per_s * n_samples / SAMPLE_RATE_HZ
+        return min(self._options.max_new_tokens, int(per_s) + 12)
 
     def _generate(
-        self, encoded: object, prompt: list[int], n_samples: int
-    ) -> tuple[Any, list[int]]:
-        result = self._model.model.generate(
+        self, encoded: object, prompts: list[list[int]], lengths: list[int]
+    ) -> tuple[list[Any], list[list[int]]]:
+        budgets = [self._token_budget(n) for n in lengths]
+        results = self._model.model.generate(
             encoded,
-            [prompt],
+            prompts,
             beam_size=self._options.beam_size,
-            max_length=min(MAX_DECODE_TOKENS, len(prompt) + self._token_budget(n_samples)),
+            max_length=min(MAX_DECODE_TOKENS, len(prompts[0]) + max(budgets)),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
             suppress_tokens=[-1],
             no_repeat_ngram_size=self._options.no_repeat_ngram_size,
-        )[0]
-        return result, [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
+        )
+        eot = self._tokenizer.eot
+        tokens = [
+            [t for t in r.sequences_ids[0] if t < eot][:budget]
+            for r, budget in zip(results, budgets, strict=True)
+        ]
+        return list(results), tokens
+
+    def _recognition(self, result: Any, tokens: list[int], words: tuple[Word, ...]) -> Recognition:
+        text = self._tokenizer.decode(tokens).strip()
+        return Recognition(
+            text=text,
+            words=words,
+            no_speech_prob=float(result.no_speech_prob),
+            avg_logprob=float(result.scores[0] if result.scores else 0.0),
+            compression_ratio=compression_ratio(text),
+        )
 
     def _runaway(self, n_tokens: int, n_samples: int) -> bool:
         """More text than the clip can hold: ~3-4 tokens a second is speech, 6 is fast."""
         return n_tokens > self._options.max_context_tokens_per_s * n_samples / SAMPLE_RATE_HZ + 4
 
     def _align(
-        self, encoded: object, tokens: list[int], n_frames: int, n_samples: int
-    ) -> tuple[Word, ...]:
-        content_frames = min(n_frames, max(2, n_samples // HOP_SAMPLES))
+        self, encoded: object, tokens: list[list[int]], n_frames: int, lengths: list[int]
+    ) -> list[tuple[Word, ...]]:
+        """Word times of each item (no tokens: none) from one batched alignment."""
+        frames = [min(n_frames, max(2, n // HOP_SAMPLES)) for n in lengths]
         aligned = self._model.model.align(
-            encoded, self._tokenizer.sot_sequence, [tokens], content_frames, median_filter_width=7
-        )[0]
+            encoded, self._tokenizer.sot_sequence, tokens, frames, median_filter_width=7
+        )
+        return [
+            self._words(a, toks, n) if toks else ()
+            for a, toks, n in zip(aligned, tokens, lengths, strict=True)
+        ]
+
+    def _words(self, aligned: Any, tokens: list[int], n_samples: int) -> tuple[Word, ...]:
         text_idx = np.array([p[0] for p in aligned.alignments])
         time_idx = np.array([p[1] for p in aligned.alignments])
         words, word_tokens = self._tokenizer.split_to_word_tokens([*tokens, self._tokenizer.eot])

@@ -12,7 +12,7 @@ from audio.segmenter import SpeechEvent, SpeechStarted, UtteranceEnded
 from clients.callgen import Turn, render
 from nlp.asr import AsrOptions, UtteranceSilent, transcribe
 from nlp.scheduler import AsrScheduler
-from nlp.transcript import Transcript
+from nlp.transcript import NO_CONTEXT, RecognitionContext, Transcript
 from server.engines import load_transcriber
 from server.settings import Settings
 from tests.conftest import noise
@@ -47,3 +47,40 @@ async def test_noise_settles_without_a_final_and_speech_gets_one() -> None:
     assert silent == ["hiss"]
     assert [(t.utterance_id, t.is_final) for t in finals] == [("said", True)]
     assert "price" in finals[0].text.lower()
+
+
+def test_one_batch_recognizes_each_clip_as_its_own() -> None:
+    """Clips of different lengths and contexts in one batch each get their own words."""
+    t = load_transcriber(Settings())
+    price = render((Turn("customer", "The price is too high for our team."),)).customer
+    legal = render(
+        (Turn("customer", "Please send the contract to our legal team before Friday."),)
+    ).customer
+    contexts = [
+        NO_CONTEXT,
+        RecognitionContext(prompt="We talked about the budget for the pilot."),
+        RecognitionContext(prompt="Thanks for the call. " * 12, hotwords=("Acme", "Salesforce")),
+    ]
+    recs = t.recognize_batch(
+        [price, legal, price], with_words=[True, False, True], contexts=contexts
+    )
+    assert recs is not None and len(recs) == 3
+    assert "price" in recs[0].text.lower() and "price" in recs[2].text.lower()
+    assert "contract" in recs[1].text.lower()
+    assert recs[0].words and not recs[1].words and recs[2].words
+    clip_s = len(price) / 16_000
+    assert all(0 <= w.start_s <= w.end_s <= clip_s for w in recs[0].words + recs[2].words)
+
+
+def test_a_batch_prompt_fits_its_length_keeping_the_hotwords() -> None:
+    """A prompt trimmed for a batch drops its oldest transcript tokens before any hotword."""
+    t = load_transcriber(Settings())
+    context = RecognitionContext(prompt="one two three four five six seven", hotwords=("Acme",))
+    full = t.decoder_prompt(context)
+    plain = t.decoder_prompt(NO_CONTEXT)
+    hot_ids, prev_ids = t.prompt_parts(context)
+    fit = len(full) - len(plain) - 3
+    trimmed = t.decoder_prompt(context, fit)
+    assert len(trimmed) - len(plain) == fit
+    assert trimmed[1 : 1 + len(hot_ids)] == hot_ids
+    assert trimmed[-len(plain) - 1] == prev_ids[-1]  # the newest prompt token stays
