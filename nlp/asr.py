@@ -10,6 +10,9 @@ finals first, then speculative decodes, then partials):
   end-of-utterance hangover. Every decode gets the call's context: its recent finals (both
   speakers, newest last) as Whisper's prompt and the vocabulary hints (playbook and call
   names) as hotwords; ``bench/bench_real.py`` and ``bench/bench_vocab.py`` measure both.
+A long utterance is committed piece by piece while it is spoken (``nlp/commit.py``): every
+decode covers only the audio after the committed prefix, so a final's cost does not grow with
+the utterance. (Over 400 lines: the stage and its two per-utterance helpers read together.)
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +35,7 @@ from audio.segmenter import (
     UtteranceGrew,
     UtterancePaused,
 )
+from nlp.commit import Commitment, CommitOptions, Piece, join_text, merge, tail_text
 from nlp.scheduler import PARTIAL, SPECULATIVE, AsrJob, AsrScheduler
 from nlp.transcript import Recognition, RecognitionContext, Transcript, Word
 
@@ -46,6 +50,7 @@ class AsrOptions:
     out_queue: int = 32  # transcripts waiting for the next stage (finals wait, partials drop)
     prompt_finals: int = 6  # recent finals given to Whisper as its prompt; 0: none
     hotwords: tuple[str, ...] = ()  # names to bias the recognizer toward (playbook, call)
+    commit: CommitOptions = field(default_factory=CommitOptions)  # long utterances: nlp/commit.py
 
     def __post_init__(self) -> None:
         if self.prompt_finals < 0:
@@ -175,13 +180,33 @@ class TranscriptQueue:
 
 
 class _Utterance:
-    __slots__ = ("finished", "last_partial", "spec_len", "speculative")
+    __slots__ = (
+        "commit",
+        "finished",
+        "last_partial",
+        "spec_cut",
+        "spec_from",
+        "spec_len",
+        "speculative",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, options: AsrOptions) -> None:
         self.speculative: AsrJob | None = None
+        self.spec_from = 0  # where the speculative decode's audio starts
+        self.spec_cut = 0  # the cut when it was queued
         self.spec_len = -1
         self.last_partial = ""
         self.finished = False
+        self.commit = Commitment(options.commit)
+
+    def on_speculative(self, job: AsrJob, start: int, end: int, options: AsrOptions) -> None:
+        """A speculative decode finished: commit it as a piece if speech went on after it."""
+        if self.finished or job.cancelled or job.future.exception() is not None:
+            return
+        rec = job.future.result()
+        ok = accept(rec, options) if rec is not None else None
+        if ok is not None:
+            self.commit.commit_piece(start, end, ok)
 
 
 async def transcribe(
@@ -191,16 +216,21 @@ async def transcribe(
 ) -> AsyncIterator[AsrEvent]:
     """Speech events of one call (any speakers) -> transcripts. Per utterance: partials, then
     exactly one final if it holds speech, or one ``UtteranceSilent`` if it held none (or was
-    dropped by the segmenter). Each speaker's finals keep utterance order."""
+    dropped by the segmenter). Each speaker's finals keep utterance order. A long utterance
+    is committed piece by piece as it is spoken (``nlp.commit``): every decode covers only the
+    audio after its committed prefix."""
     out = TranscriptQueue(options.out_queue)
     state: dict[str, _Utterance] = {}
     pending: set[asyncio.Task[None]] = set()
     last_final: dict[str, asyncio.Task[None]] = {}
     recent: deque[str] = deque(maxlen=max(1, options.prompt_finals))  # final texts, newest last
 
-    def context() -> RecognitionContext:
-        prompt = " ".join(recent) if options.prompt_finals else ""
-        return RecognitionContext(prompt=prompt, hotwords=options.hotwords)
+    def context(u: _Utterance | None = None, upto: int | None = None) -> RecognitionContext:
+        parts = list(recent) if options.prompt_finals else []
+        if u is not None:  # the utterance's own committed text, before the audio decoded
+            pieces = u.commit.pieces if upto is None else u.commit.upto(upto)
+            parts += [p.text for p in pieces]
+        return RecognitionContext(prompt=join_text(parts), hotwords=options.hotwords)
 
     def spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
@@ -208,45 +238,72 @@ async def transcribe(
         task.add_done_callback(pending.discard)
         return task
 
+    def utterance(uid: str) -> _Utterance:
+        u = state.get(uid)
+        if u is None:
+            u = state[uid] = _Utterance(options)
+        return u
+
+    def grew(event: UtteranceGrew) -> None:
+        u = utterance(event.utterance_id)
+        start, words = u.commit.start, u.commit.wants_words(len(event.samples))
+        job = scheduler.submit(
+            PARTIAL, event.utterance_id, event.samples[start:], words, context(u)
+        )
+        spawn(_partial(event, job.future, u, start, list(u.commit.pieces), options, out))
+
+    def paused(event: UtterancePaused) -> None:
+        u = utterance(event.utterance_id)
+        old = u.speculative
+        if old is not None and not old.started:
+            old.discard()  # speech resumed since that pause, and it has not run
+        start, end = u.commit.start, len(event.samples)
+        job = scheduler.submit(
+            SPECULATIVE, event.utterance_id, event.samples[start:], True, context(u)
+        )
+        job.future.add_done_callback(lambda _: u.on_speculative(job, start, end, options))
+        u.speculative, u.spec_from, u.spec_cut, u.spec_len = job, start, u.commit.cut, end
+
     async def ended(event: UtteranceEnded) -> None:
-        u = state.pop(event.utterance_id, _Utterance())
-        u.finished = True
-        spec = u.speculative
-        if spec is not None and u.spec_len == len(event.samples) and not spec.cancelled:
-            fut = spec.future  # no speech since the pause: the speculative decode is the final
+        u = state.pop(event.utterance_id, None) or _Utterance(options)
+        u.finished = True  # no more commits: the pieces below are the final's
+        spec, n = u.speculative, len(event.samples)
+        fut: asyncio.Future[Recognition | None] | None
+        if spec is not None and u.spec_len == n and not spec.cancelled:
+            # no speech since the pause: the speculative decode is the final's tail
+            pieces, start, fut = u.commit.upto(u.spec_cut), u.spec_from, spec.future
         else:
-            if spec is not None:
+            if spec is not None and not spec.started:
                 spec.discard()
-            job = await scheduler.submit_final(event.utterance_id, event.samples, context())
-            fut = job.future
+            pieces, start = list(u.commit.pieces), u.commit.start
+            fut = None
+            if n - u.commit.cut >= _MIN_TAIL or not pieces:
+                job = await scheduler.submit_final(
+                    event.utterance_id, event.samples[start:], context(u)
+                )
+                fut = job.future
         prev = last_final.get(event.speaker)
-        last_final[event.speaker] = spawn(_final(event, fut, prev, options, out, recent))
+        final = _final(event, _Decoded(pieces, start, fut), prev, options, out, recent)
+        last_final[event.speaker] = spawn(final)
+
+    def dropped(event: UtteranceDropped) -> None:
+        u = state.pop(event.utterance_id, None)
+        if u is not None:
+            u.finished = True
+            if u.speculative is not None:
+                u.speculative.discard()
 
     async def pump() -> None:
         try:
             async for event in events:
                 if isinstance(event, UtteranceGrew) and options.partials:
-                    u = state.setdefault(event.utterance_id, _Utterance())
-                    job = scheduler.submit(
-                        PARTIAL, event.utterance_id, event.samples, False, context()
-                    )
-                    spawn(_partial(event, job.future, u, options, out))
+                    grew(event)
                 elif isinstance(event, UtterancePaused):
-                    u = state.setdefault(event.utterance_id, _Utterance())
-                    if u.speculative is not None:
-                        u.speculative.discard()  # speech resumed since that pause
-                    u.speculative = scheduler.submit(
-                        SPECULATIVE, event.utterance_id, event.samples, True, context()
-                    )
-                    u.spec_len = len(event.samples)
+                    paused(event)
                 elif isinstance(event, UtteranceEnded):
                     await ended(event)
                 elif isinstance(event, UtteranceDropped):
-                    dropped = state.pop(event.utterance_id, None)
-                    if dropped is not None:
-                        dropped.finished = True
-                        if dropped.speculative is not None:
-                            dropped.speculative.discard()
+                    dropped(event)
                     await out.put(UtteranceSilent(event.utterance_id, event.speaker))
             if pending:
                 await asyncio.gather(*list(pending))
@@ -266,10 +323,24 @@ async def transcribe(
             task.cancel()
 
 
+_MIN_TAIL = SAMPLE_RATE_HZ // 5  # less audio than this after the pieces is not decoded
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """What makes one final: committed pieces, then the tail decoded from ``tail_start``."""
+
+    pieces: list[Piece]
+    tail_start: int
+    tail: asyncio.Future[Recognition | None] | None
+
+
 async def _partial(
     event: UtteranceGrew,
     fut: asyncio.Future[Recognition | None],
     u: _Utterance,
+    start: int,
+    pieces: list[Piece],
     options: AsrOptions,
     out: TranscriptQueue,
 ) -> None:
@@ -280,37 +351,45 @@ async def _partial(
     if rec is None or u.finished:
         return
     ok = accept(rec, options)
-    if ok is None or ok.text == u.last_partial:
+    if ok is None:
         return
-    u.last_partial = ok.text
-    start = event.start_sample
+    if ok.words:
+        u.commit.observe(start, event.samples, ok)
+    text = join_text((*(p.text for p in pieces), tail_text(pieces, ok, start)[0]))
+    if text == u.last_partial:
+        return
+    u.last_partial = text
+    begin = event.start_sample
     out.put_partial(
         Transcript(
             utterance_id=event.utterance_id,
             speaker=event.speaker,
             is_final=False,
-            text=ok.text,
-            start_s=samples_to_s(start),
-            end_s=samples_to_s(start + len(event.samples)),
+            text=text,
+            start_s=samples_to_s(begin),
+            end_s=samples_to_s(begin + len(event.samples)),
         )
     )
 
 
 async def _final(
     event: UtteranceEnded,
-    fut: asyncio.Future[Recognition | None],
+    decoded: _Decoded,
     previous: asyncio.Task[None] | None,
     options: AsrOptions,
     out: TranscriptQueue,
     recent: deque[str],
 ) -> None:
-    try:
-        rec = await fut
-    except Exception:
-        rec = None
-        log.warning("no final for %s: recognition failed", event.utterance_id)
+    tail: Recognition | None = None
+    if decoded.tail is not None:
+        try:
+            tail = await decoded.tail
+        except Exception:
+            log.warning("no final for %s: recognition failed", event.utterance_id)
     if previous is not None:
         await asyncio.shield(previous)
+    tail_ok = accept(tail, options) if tail is not None else None
+    rec = merge(decoded.pieces, tail_ok, decoded.tail_start)
     ok = accept(rec, options) if rec is not None else None
     if ok is None:
         await out.put(UtteranceSilent(event.utterance_id, event.speaker))
