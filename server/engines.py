@@ -22,7 +22,7 @@ from models.registry import load_embedder
 from nlp.analyze import load_analyzer
 from nlp.asr import AsrOptions
 from nlp.redaction import Redactor
-from nlp.scheduler import AsrScheduler
+from nlp.scheduler import AsrScheduler, SchedulerOptions
 from server.clock import Clock
 from server.session import Engines
 from server.settings import Settings, SettingsError
@@ -37,7 +37,21 @@ log = logging.getLogger(__name__)
 
 
 def load_transcriber(settings: Settings) -> WhisperTranscriber:
-    return registry.load_transcriber(settings.model, threads=settings.asr_threads)
+    return registry.load_transcriber(
+        settings.model,
+        threads=settings.asr_threads,
+        device=settings.device,
+        compute_type=settings.compute_type,
+    )
+
+
+def scheduler_options(settings: Settings) -> SchedulerOptions:
+    """Batch sizes by device: on a CPU a batch of encodes costs what they cost one by one and
+    only the decoder gains, so batches stay small (a final waits for its whole batch); a GPU
+    decodes dozens of clips in the time of one."""
+    if settings.device == "cuda":
+        return SchedulerOptions(max_batch=32, max_partial_batch=32)
+    return SchedulerOptions(max_batch=4, max_partial_batch=2)
 
 
 def load_detectors(settings: Settings) -> DetectorFactory:
@@ -95,14 +109,21 @@ def load_engines(settings: Settings, store: CallStore, clock: Clock | None = Non
     summarizer = load_summarizer(settings)
     webhooks = webhook_sender(settings, store, clock)
     transcriber = load_transcriber(settings)
-    log.info("loaded %s (%d threads), VAD %s", transcriber.name, settings.asr_threads, settings.vad)
+    log.info(
+        "loaded %s on %s (%s, %d threads), VAD %s",
+        transcriber.name,
+        settings.device,
+        transcriber.compute_type,
+        settings.asr_threads,
+        settings.vad,
+    )
     analyzer = load_analyzer(load_embedder(threads=1))
     analyzer.warmup()
     prosody = ProsodyTracker()
     prosody.warmup()
     voices = load_voices()
     return Engines(
-        scheduler=AsrScheduler(transcriber),
+        scheduler=AsrScheduler(transcriber, options=scheduler_options(settings)),
         detectors=load_detectors(settings),
         segmenter=segmenter_options(settings),
         asr=AsrOptions(),

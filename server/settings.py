@@ -30,6 +30,9 @@ class SettingsError(ValueError):
     """A configuration value is malformed; the message names the variable. Fix and restart."""
 
 
+COMPUTE_TYPES = ("", "int8", "int8_float16", "int8_float32", "float16", "bfloat16", "float32")
+
+
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     return Path(base) / "cuecard"
@@ -46,6 +49,8 @@ class Settings:
     model: str = "tiny.en"
     vad: str = "silero"
     asr_threads: int = 2
+    device: str = "cpu"  # Whisper on "cpu" or "cuda" (asked for, never detected by itself)
+    compute_type: str = ""  # "": int8 on cpu, float16 on cuda; or int8_float16, int8, float32
     min_silence_ms: int = 300
     partial_every_ms: int = 640
     max_utterance_s: float = 15.0
@@ -82,6 +87,13 @@ class Settings:
             raise SettingsError("CUECARD_HOST must not be empty")
         if self.asr_threads < 1:
             raise SettingsError("CUECARD_ASR_THREADS must be >= 1")
+        if self.device not in ("cpu", "cuda"):
+            raise SettingsError(f"CUECARD_DEVICE must be cpu or cuda, got {self.device!r}")
+        if self.compute_type not in COMPUTE_TYPES:
+            raise SettingsError(
+                f"CUECARD_COMPUTE_TYPE must be empty or one of {', '.join(COMPUTE_TYPES[1:])}, "
+                f"got {self.compute_type!r}"
+            )
         if self.vad not in ("silero", "webrtc"):
             raise SettingsError(f"CUECARD_VAD must be silero or webrtc, got {self.vad!r}")
         if not (self.store == "sqlite" or is_redis_url(self.store)):
