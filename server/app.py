@@ -95,6 +95,8 @@ def build_app(rt: Runtime) -> FastAPI:
         title="Cuecard",
         version="0.1.0",
         description="Live coaching for sales calls",
+        docs_url=None,  # /docs is server/pages.py's: Swagger UI from the package, no CDN
+        redoc_url=None,
         max_body_size=rt.settings.max_body_bytes,  # more: 413
     )
     app.state.runtime = rt

@@ -3,6 +3,7 @@
 - ``GET /manager``      the manager view (``clients/web/manager.html``): live and recent calls,
   the server's health, call history search and per-card-kind Used/Dismiss rates
 - ``GET /web/{name}``   the pages' scripts and style sheet (``clients/web/*.js``, ``*.css``)
+- ``GET /docs``         the API docs (Swagger UI from the ``swagger-ui-bundle`` package)
 
 ``GET /`` (the rep's page) is ``server.app``'s. The pages and their assets carry no call data
 and need no token: the data comes from the token-protected API, the token from the URL
@@ -13,9 +14,12 @@ from __future__ import annotations
 
 from importlib import resources
 from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import swagger_ui_bundle
 from fastapi import FastAPI, HTTPException
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 
 if TYPE_CHECKING:  # server.app registers these routes
@@ -24,6 +28,14 @@ if TYPE_CHECKING:  # server.app registers these routes
 MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 # the page's scripts load each other by path; a browser re-checks them on every load
 CACHE = "no-cache"
+# The API docs' Swagger UI, served from the swagger-ui-bundle package rather than a public CDN
+# (FastAPI's default), so /docs works offline and loads nothing from another host.
+SWAGGER_FILES = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "favicon-32x32.png": "image/png",
+}
+
 SECURITY = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -66,3 +78,20 @@ def register(app: FastAPI, rt: Runtime) -> None:
             raise HTTPException(404, f"no web asset {name!r}")
         body, media_type = found
         return Response(body, media_type=media_type, headers={**SECURITY, "Cache-Control": CACHE})
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def api_docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url="/docs/swagger-ui-bundle.js",
+            swagger_css_url="/docs/swagger-ui.css",
+            swagger_favicon_url="/docs/favicon-32x32.png",
+        )
+
+    @app.get("/docs/{name}", include_in_schema=False)
+    async def api_docs_asset(name: str) -> Response:
+        if name not in SWAGGER_FILES:
+            raise HTTPException(404, f"no docs asset {name!r}")
+        body = (Path(swagger_ui_bundle.swagger_ui_path) / name).read_bytes()
+        return Response(body, media_type=SWAGGER_FILES[name], headers={"Cache-Control": CACHE})

@@ -50,6 +50,17 @@ async def test_page_routes_serve_the_pages_and_nothing_else(server: ServerProces
             "/web/nope.js",
         ):
             assert (await client.get(bad)).status_code == 404, bad
+        docs = await client.get("/docs")  # Swagger UI from the package, not a CDN
+        assert docs.status_code == 200 and "/openapi.json" in docs.text
+        assert not re.findall(r'(?:src|href)="https?://', docs.text), "a third-party host"
+        for name, kind in (
+            ("swagger-ui-bundle.js", "text/javascript"),
+            ("swagger-ui.css", "text/css"),
+        ):
+            res = await client.get(f"/docs/{name}")
+            assert res.status_code == 200 and res.headers["content-type"].startswith(kind)
+        assert (await client.get("/docs/index.html")).status_code == 404
+        assert (await client.get("/redoc")).status_code == 404  # it would load from a CDN
         for path in ("/", "/manager"):  # no framing (clickjacking), no scripts from elsewhere
             csp = (await client.get(path)).headers["content-security-policy"]
             assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp, path
