@@ -10,7 +10,8 @@ pending finals and speculative decodes (finals first, up to ``max_batch``), or, 
 pending, the oldest pending partials (up to ``max_partial_batch``). Partials never ride in a
 final's batch: they would lengthen it. A final submitted while a partial batch runs preempts
 it at the transcriber's next stage boundary (``should_stop``): those partials resolve to None
-and count as dropped, and the final runs next.
+and count as dropped (``dropped_partials``, of which ``preempted_partials``), and the final
+runs next.
 
 Beyond capacity the work degrades in this order: partials are replaced by newer ones of the
 same utterance and wait behind every final (fewer partials per utterance); a running partial
@@ -22,6 +23,7 @@ audio (back-pressure). A final is never dropped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import threading
@@ -58,6 +60,7 @@ class SchedulerOptions:
     max_pending_finals: int = 64
     max_batch: int = 8  # finals and speculative decodes per model call
     max_partial_batch: int = 4  # partials per model call
+    preempt: bool = True  # a final stops a running partial batch after its encode
 
     def __post_init__(self) -> None:
         if self.max_pending_finals < 1:
@@ -83,8 +86,7 @@ class AsrScheduler:
     ) -> None:
         options = options or SchedulerOptions()
         if max_pending_finals is not None:
-            options = SchedulerOptions(max_pending_finals, options.max_batch,
-                                       options.max_partial_batch)  # fmt: skip
+            options = dataclasses.replace(options, max_pending_finals=max_pending_finals)
         self.options = options
         self.transcriber = transcriber
         self._batched = isinstance(transcriber, BatchTranscriber)
@@ -206,8 +208,9 @@ class AsrScheduler:
         self.largest_batch = max(self.largest_batch, len(batch))
 
     def _resolve(self, batch: list[AsrJob], results: list[Recognition] | None) -> None:
-        if results is None:  # preempted by a final: the partials are dropped
+        if results is None:  # preempted by a final: the partials are dropped (and counted)
             self.preempted_partials += len(batch)
+            self.dropped_partials += len(batch)
             for job in batch:
                 job.discard()
             return
@@ -221,7 +224,8 @@ class AsrScheduler:
             return [self.transcriber.recognize(job.audio, with_words=job.with_words,
                                                context=job.context)]  # fmt: skip
         assert isinstance(self.transcriber, BatchTranscriber)
-        stop = self._preempt.is_set if batch[0].priority == PARTIAL else None
+        preemptible = batch[0].priority == PARTIAL and self.options.preempt
+        stop = self._preempt.is_set if preemptible else None
         return self.transcriber.recognize_batch(
             [j.audio for j in batch],
             with_words=[j.with_words for j in batch],

@@ -107,6 +107,7 @@ async def test_a_final_preempts_a_running_partial_batch() -> None:
         await scheduler.stop()
     assert got is not None and got.text == "clip of 100"
     assert scheduler.preempted_partials == 2
+    assert scheduler.dropped_partials == 2  # what /v1/stats reports
     assert t.calls[-1] == [100]
 
 
