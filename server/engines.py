@@ -21,6 +21,7 @@ from models.errors import ModelUnavailable
 from models.registry import load_embedder
 from nlp.analyze import load_analyzer
 from nlp.asr import AsrOptions
+from nlp.commit import CommitOptions
 from nlp.redaction import Redactor
 from nlp.scheduler import AsrScheduler, SchedulerOptions
 from server.clock import Clock
@@ -52,6 +53,13 @@ def scheduler_options(settings: Settings) -> SchedulerOptions:
     if settings.device == "cuda":
         return SchedulerOptions(max_batch=32, max_partial_batch=32)
     return SchedulerOptions(max_batch=1, max_partial_batch=1)
+
+
+def asr_options(settings: Settings) -> AsrOptions:
+    """Commits of long turns only when asked for (``CUECARD_LONG_TURN_COMMIT_S``)."""
+    after_s = settings.long_turn_commit_s
+    commit = CommitOptions(enabled=True, after_s=after_s) if after_s > 0 else CommitOptions()
+    return AsrOptions(commit=commit)
 
 
 def load_detectors(settings: Settings) -> DetectorFactory:
@@ -126,7 +134,7 @@ def load_engines(settings: Settings, store: CallStore, clock: Clock | None = Non
         scheduler=AsrScheduler(transcriber, options=scheduler_options(settings)),
         detectors=load_detectors(settings),
         segmenter=segmenter_options(settings),
-        asr=AsrOptions(),
+        asr=asr_options(settings),
         redactor=Redactor(),
         analyzer=analyzer,
         playbook=playbook,

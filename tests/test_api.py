@@ -310,6 +310,7 @@ def test_cli_reads_the_servers_variables(monkeypatch: pytest.MonkeyPatch) -> Non
         ({"CUECARD_LLM_BASE_URL": "http://:80/v1"}, "CUECARD_LLM_BASE_URL="),
         ({"CUECARD_LLM_BASE_URL": "http://host:port/v1"}, "CUECARD_LLM_BASE_URL="),
         ({"CUECARD_IDLE_TIMEOUT_S": "0"}, "CUECARD_IDLE_TIMEOUT_S must be > 0"),
+        ({"CUECARD_LONG_TURN_COMMIT_S": "1"}, "CUECARD_LONG_TURN_COMMIT_S=1.0 must be 0 (off)"),
         ({"CUECARD_STORE": "mysql://db"}, "CUECARD_STORE must be sqlite or a redis"),
         ({"CUECARD_PUBLIC_URL": "example.com"}, "CUECARD_PUBLIC_URL="),
         ({"CUECARD_WEBHOOK_URL": "https://crm.example/hook"},

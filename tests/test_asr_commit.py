@@ -16,6 +16,7 @@ from nlp.commit import Commitment, CommitOptions, Piece, decode_start, merge, qu
 from nlp.scheduler import AsrScheduler
 from nlp.transcript import NO_CONTEXT, Recognition, RecognitionContext, Transcript, Word
 
+ON = CommitOptions(enabled=True)  # off by default (the server: CUECARD_LONG_TURN_COMMIT_S)
 WORD_S, GAP_S = 0.3, 0.08
 
 
@@ -85,7 +86,7 @@ async def run(audio: Samples, options: AsrOptions) -> tuple[list[Transcript], Le
 
 async def test_a_long_utterance_final_decodes_only_its_tail_and_keeps_every_word() -> None:
     audio = spoken(24)  # ~9.5 s of speech, no pause the segmenter would see
-    out, t = await run(audio, AsrOptions())
+    out, t = await run(audio, AsrOptions(commit=ON))
     finals = [x for x in out if x.is_final]
     assert len(finals) == 1
     assert finals[0].text == " ".join(f"w{k}" for k in range(1, 25))
@@ -109,7 +110,7 @@ async def test_without_commits_the_final_decodes_the_whole_utterance() -> None:
 
 async def test_a_piece_decoded_at_a_pause_is_committed_once_speech_resumes() -> None:
     audio = spoken(14, pause_after=8)  # a 200 ms pause after ~3 s of words
-    out, t = await run(audio, AsrOptions(partials=False))
+    out, t = await run(audio, AsrOptions(partials=False, commit=ON))
     finals = [x for x in out if x.is_final]
     assert [f.text for f in finals] == [" ".join(f"w{k}" for k in range(1, 15))]
     final_clip, words, prompt = t.clips[-1]
@@ -119,7 +120,7 @@ async def test_a_piece_decoded_at_a_pause_is_committed_once_speech_resumes() -> 
 
 def test_two_agreeing_hypotheses_commit_the_words_that_end_before_the_hold() -> None:
     audio = spoken(10)
-    c = Commitment(CommitOptions(after_s=2.0, hold_s=1.0))
+    c = Commitment(CommitOptions(enabled=True, after_s=2.0, hold_s=1.0))
     words = tuple(
         Word(f"w{k}", 0.3 + (k - 1) * 0.38, 0.3 + (k - 1) * 0.38 + 0.3, 0.9) for k in range(1, 9)
     )
@@ -135,7 +136,7 @@ def test_two_agreeing_hypotheses_commit_the_words_that_end_before_the_hold() -> 
 
 
 def test_merge_puts_tail_words_after_the_pieces_in_utterance_time() -> None:
-    c = Commitment(CommitOptions())
+    c = Commitment(ON)
     head = Recognition(
         "Hello there.", (Word("Hello", 0.1, 0.4, 0.9), Word("there.", 0.5, 0.9, 0.9)), 0.0, 0.0, 1.0
     )

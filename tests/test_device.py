@@ -59,3 +59,14 @@ def test_the_gpu_check_dry_run_on_cpu_reports_measured_levels(tmp_path: Path) ->
     figures += [b["p95"] for b in level["by_length"].values()]
     assert level["by_length"] and all(isinstance(x, float) and x == x for x in figures)
     assert level["batches"] >= level["finals"]
+
+
+def test_long_turn_commits_are_off_unless_asked_for() -> None:
+    """Commits cost WER on real speech, so the server decodes whole utterances by default;
+    CUECARD_LONG_TURN_COMMIT_S turns them on from that much undecoded audio."""
+    from server.engines import asr_options
+    from server.settings import Settings
+
+    assert not asr_options(Settings.from_env({})).commit.enabled
+    on = asr_options(Settings.from_env({"CUECARD_LONG_TURN_COMMIT_S": "6"})).commit
+    assert on.enabled and on.after_s == 6.0
