@@ -37,7 +37,7 @@ def _cpuinfo() -> list[dict[str, str]]:
 
 def machine(server_env: Mapping[str, str]) -> dict[str, Any]:
     """The machine, and the ASR configuration ``server_env`` gives ``cuecard serve``."""
-    from models.whisper import WhisperOptions
+    from models.whisper import DEFAULT_COMPUTE_TYPE
     from server.settings import Settings
 
     cpus = _cpuinfo()
@@ -56,8 +56,9 @@ def machine(server_env: Mapping[str, str]) -> dict[str, Any]:
         "memory_gb": round(mem_kb / 2**20, 1),
         "python": platform.python_version(),
         "model": settings.model,
-        "device": str(getattr(settings, "device", "cpu")),
-        "compute_type": str(getattr(settings, "compute_type", WhisperOptions().compute_type)),
+        "device": settings.device,
+        # "" means the device's default, which is what the server loads
+        "compute_type": settings.compute_type or DEFAULT_COMPUTE_TYPE[settings.device],
         "asr_threads": settings.asr_threads,
     }
 
