@@ -34,16 +34,12 @@ from clients.webrtc import ArrayTrack, SignallingRefused, WebRtcOptions, connect
 from server.limits import InputLimits
 from server.webrtc import Negotiated, StreamOptions, close_peer, negotiate, stream_tracks
 from server.webrtc_offer import OfferRefused, WebRtcOffer
+from tests import chromium
 from tests.conftest import ServerProcess
 
 WAIT_S = 120.0  # upper bound for a loaded machine; each test passes as soon as its call is done
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
+CHROMIUM_ARGS = [  # the page tests' flags, and a fake microphone
+    *chromium.CHROMIUM_ARGS,
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
     "--autoplay-policy=no-user-gesture-required",
