@@ -93,22 +93,28 @@ def json_object(text: str) -> dict[str, Any]:
     return msg
 
 
-class NativeStart(BaseModel):
-    """First message of a native stream."""
+class CallDetails(BaseModel):
+    """What a source's opening message may say about the call besides its audio (the native
+    start, the WebRTC offer)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["start"]
-    encoding: Literal["pcm16", "mulaw"]
-    sample_rate_hz: Literal[8000, 16000, 48000]
-    channels: Literal[1, 2]
-    speakers: list[Literal["rep", "customer", "unknown"]] = Field(min_length=1, max_length=2)
     rep_id: str | None = Field(default=None, max_length=200)
     prior: dict[str, Any] = Field(default_factory=dict)
     # names the recognizer is biased toward on this call (the account, its people, products)
     vocabulary: list[Annotated[str, Field(min_length=1, max_length=60)]] = Field(
         default_factory=list, max_length=MAX_VOCABULARY
     )
+
+
+class NativeStart(CallDetails):
+    """First message of a native stream."""
+
+    type: Literal["start"]
+    encoding: Literal["pcm16", "mulaw"]
+    sample_rate_hz: Literal[8000, 16000, 48000]
+    channels: Literal[1, 2]
+    speakers: list[Literal["rep", "customer", "unknown"]] = Field(min_length=1, max_length=2)
 
     @model_validator(mode="after")
     def _speakers_match_channels(self) -> NativeStart:

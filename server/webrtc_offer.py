@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from audio.chunk import Speaker
 from guidance.errors import describe_validation
-from server.ingest import MAX_VOCABULARY
+from server.ingest import CallDetails
 
 MAX_SDP_CHARS = 64_000  # Chrome's two-track offer is about 5 kB
 MAX_TRACKS = 2
@@ -35,21 +35,14 @@ class OfferRefused(Exception):
         self.detail = detail
 
 
-class WebRtcOffer(BaseModel):
+class WebRtcOffer(CallDetails):
     """``{"type": "offer", "sdp": ..., "speakers": [...]}``; the rest as a native start."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal["offer"]
     sdp: str = Field(min_length=1, max_length=MAX_SDP_CHARS)
     # one per audio m-line, in m-line order
     speakers: list[Literal["rep", "customer", "unknown"]] = Field(
         min_length=1, max_length=MAX_TRACKS
-    )
-    rep_id: str | None = Field(default=None, max_length=200)
-    prior: dict[str, Any] = Field(default_factory=dict)
-    vocabulary: list[Annotated[str, Field(min_length=1, max_length=60)]] = Field(
-        default_factory=list, max_length=MAX_VOCABULARY
     )
 
     @model_validator(mode="after")
