@@ -18,8 +18,7 @@ import re
 from collections.abc import Mapping
 
 from nlp.insight import IntentResult
-
-FALLBACK_LABEL = "other"
+from nlp.intent import FALLBACK_LABEL
 
 # The words that name each objection's topic, as a regex alternative.
 TOPICS: Mapping[str, str] = {
