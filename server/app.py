@@ -75,6 +75,7 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     sessions: dict[str, CallSession] = field(default_factory=dict)
     viewers: dict[str, int] = field(default_factory=dict)  # events sockets open per call
+    draining: bool = False  # SIGTERM: no new calls; /readyz fails
 
     def guard(self, *, viewer: bool = False) -> InputGuard:
         """The limits of one audio socket, or of one viewer's messages."""

@@ -134,6 +134,12 @@ class RedisCallStore:
             except (RedisError, OSError):
                 continue  # a transient outage; the next beat retries before the TTL runs out
 
+    async def ping(self) -> None:
+        try:
+            await self._r.ping()
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"cannot reach Redis at {self._url}: {exc}") from exc
+
     async def close(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()

@@ -155,6 +155,12 @@ class SqliteCallStore:
             raise StoreError("the store is closed")
         return self._conn
 
+    async def ping(self) -> None:
+        try:
+            await self._run(lambda: self._db.execute("SELECT 1").fetchone())
+        except sqlite3.Error as exc:
+            raise StoreError(f"call database {self.path}: {exc}") from exc
+
     async def close(self) -> None:
         def _close() -> None:
             if self._conn is not None:

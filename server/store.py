@@ -110,6 +110,10 @@ class CallStore(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        """Return once the backing storage answers; raise ``StoreError`` when it does not
+        (``/readyz``)."""
+
     async def get_call(self, call_id: str) -> CallRecord:
         """The call's record; raises ``CallNotFound``."""
 

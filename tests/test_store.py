@@ -296,6 +296,11 @@ async def test_concurrent_appends_get_distinct_seqs(store: tuple[CallStore, Manu
     assert len(await s.events("c1")) == 40
 
 
+async def test_ping_answers_while_the_backend_does(store: tuple[CallStore, ManualClock]) -> None:
+    s, _ = store
+    await s.ping()
+
+
 async def test_sqlite_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
     """A file that is not a database fails to open with StoreError naming the file."""
     bad = tmp_path / "calls.sqlite3"
