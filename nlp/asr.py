@@ -18,6 +18,7 @@ the utterance. (Over 400 lines: the stage and its two per-utterance helpers read
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 from collections import deque
@@ -61,6 +62,7 @@ class AsrOptions:
             raise ValueError("out_queue must be at least 1")
 
 
+_STREAMS = itertools.count(1)  # scopes the shared scheduler's keys per transcribe() stream
 _TAG = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|♪+")
 _SILENCE_PHRASES = {
     "thank you",
@@ -220,6 +222,10 @@ async def transcribe(
     is committed piece by piece as it is spoken (``nlp.commit``): every decode covers only the
     audio after its committed prefix."""
     out = TranscriptQueue(options.out_queue)
+    # The scheduler is shared by every call and utterance ids repeat across calls
+    # ("customer-3"): its keys carry this stream's own scope, so one call's partial never
+    # replaces another call's pending one.
+    scope = f"s{next(_STREAMS)}/"
     state: dict[str, _Utterance] = {}
     pending: set[asyncio.Task[None]] = set()
     last_final: dict[str, asyncio.Task[None]] = {}
@@ -248,7 +254,7 @@ async def transcribe(
         u = utterance(event.utterance_id)
         start, words = u.commit.start, u.commit.wants_words(len(event.samples))
         job = scheduler.submit(
-            PARTIAL, event.utterance_id, event.samples[start:], words, context(u)
+            PARTIAL, scope + event.utterance_id, event.samples[start:], words, context(u)
         )
         spawn(_partial(event, job.future, u, start, list(u.commit.pieces), options, out))
 
@@ -259,7 +265,7 @@ async def transcribe(
             old.discard()  # speech resumed since that pause, and it has not run
         start, end = u.commit.start, len(event.samples)
         job = scheduler.submit(
-            SPECULATIVE, event.utterance_id, event.samples[start:], True, context(u)
+            SPECULATIVE, scope + event.utterance_id, event.samples[start:], True, context(u)
         )
         job.future.add_done_callback(lambda _: u.on_speculative(job, start, end, options))
         u.speculative, u.spec_from, u.spec_cut, u.spec_len = job, start, u.commit.cut, end
@@ -279,7 +285,7 @@ async def transcribe(
             fut = None
             if n - u.commit.cut >= _MIN_TAIL or not pieces:
                 job = await scheduler.submit_final(
-                    event.utterance_id, event.samples[start:], context(u)
+                    scope + event.utterance_id, event.samples[start:], context(u)
                 )
                 fut = job.future
         prev = last_final.get(event.speaker)

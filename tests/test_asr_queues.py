@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
 
 import numpy as np
 
 from audio.chunk import Samples
-from nlp.asr import TranscriptQueue, UtteranceSilent
+from audio.segmenter import SpeechEvent, UtteranceGrew
+from nlp.asr import AsrOptions, TranscriptQueue, UtteranceSilent, transcribe
 from nlp.scheduler import PARTIAL, AsrScheduler
 from nlp.transcript import NO_CONTEXT, Recognition, RecognitionContext, Transcript
 
@@ -94,4 +96,36 @@ async def test_submit_final_waits_while_the_scheduler_is_full() -> None:
         assert await asyncio.wait_for(partial_job.future, 10) is not None
     finally:
         transcriber.gate.set()
+        await scheduler.stop()
+
+
+async def test_two_calls_with_the_same_utterance_id_keep_their_own_partials() -> None:
+    """The scheduler is shared by every call and utterance ids repeat across calls: a partial
+    of one call's ``customer-1`` must not replace the other call's pending one."""
+    transcriber = GatedTranscriber()
+    scheduler = AsrScheduler(transcriber)
+    audio = np.zeros(16000, np.float32)
+    grown = [asyncio.Event(), asyncio.Event()]
+
+    async def call(i: int) -> AsyncIterator[SpeechEvent]:
+        yield UtteranceGrew("customer-1", "customer", 0, audio)
+        grown[i].set()
+        await asyncio.wait_for(other_done[i].wait(), 10)
+
+    other_done = [asyncio.Event(), asyncio.Event()]
+    streams = [transcribe(call(i), scheduler, AsrOptions()) for i in range(2)]
+    readers = [asyncio.ensure_future(anext(s)) for s in streams]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(g.wait() for g in grown)), 10)
+        await asyncio.sleep(0.05)  # both partials submitted while the worker is gated
+        transcriber.gate.set()
+        got = await asyncio.wait_for(asyncio.gather(*readers), 10)
+        assert all(isinstance(t, Transcript) and not t.is_final for t in got)
+        assert scheduler.dropped_partials == 0
+    finally:
+        transcriber.gate.set()
+        for e in other_done:
+            e.set()
+        for s in streams:
+            await s.aclose()
         await scheduler.stop()
