@@ -161,6 +161,9 @@ def build_app(rt: Runtime) -> FastAPI:
     from server import pages  # /manager and the pages' scripts
 
     pages.register(app, rt)
+    from server import ops  # /livez, /readyz, /metrics
+
+    ops.register(app, rt, auth=require_token)
     from server import webrtc  # WebRTC and the softphone page (imports this module too)
 
     webrtc.register(app, rt)
@@ -288,6 +291,7 @@ async def _open_session(
     if call_id in rt.sessions:
         raise ProtocolError(POLICY_VIOLATION, f"call {call_id} is already streaming")
     if len(rt.sessions) >= rt.settings.max_calls:
+        rt.engines.metrics.refused("capacity")
         raise LimitExceeded(
             TRY_AGAIN_LATER,
             f"server at capacity: {len(rt.sessions)} live calls (CUECARD_MAX_CALLS)",
