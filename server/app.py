@@ -5,6 +5,7 @@
 - ``WS /v1/calls/{call_id}/events``  the rep's event stream (stored history first, then live;
   an unknown call id closes with 4404 once ``wait_s`` passes without the call starting)
 - ``GET /`` the rep's page; ``GET /healthz``; the REST API of ``server.api``; ``GET /v1/stats``
+- ``GET /livez``, ``/readyz``, ``/metrics``: ``server.ops``
 
 Every route checks who is asking (``server.auth``); ``/healthz`` tells only that the process
 is up. What a peer may send is bounded (``server.limits``, the ``CUECARD_*`` limit settings):
