@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import uvicorn
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
+from audio.chunk import AudioChunk
 from audio.segmenter import SegmenterOptions
 from guidance.cards import Card, Evidence
 from guidance.playbook import load_playbook
@@ -187,6 +189,73 @@ def test_operations_settings_are_checked() -> None:
 # -- the app with light engines (no models): /livez, /readyz, /metrics -------------------------
 
 
+class Slow:
+    """A transcriber that takes 0.3 s a clip: partials pile up behind each other."""
+
+    name = "slow"
+
+    def recognize(
+        self, audio: Any, *, with_words: bool, context: RecognitionContext = NO_CONTEXT
+    ) -> Recognition:
+        time.sleep(0.3)
+        return Recognition("hello there", (), 0.0, -0.1, 1.0)
+
+    def warmup(self) -> None:
+        pass
+
+
+async def test_a_call_is_told_when_partials_are_shed_and_when_they_resume(tmp_path: Path) -> None:
+    """A recognizer too slow for the partials: the viewer gets status degraded "server busy:
+    live partials paused", then live once 10 s of audio pass with no drop; neither is stored."""
+    from clients.callgen import Turn, render
+    from server.session import CAUGHT_UP, OVERLOADED, CallSession
+    from server.store import CallMeta
+
+    store = await SqliteCallStore.open(tmp_path / "calls.sqlite3")
+    engines = light_engines(Slow())
+    bus = Bus()
+    sub = bus.subscribe("busy")
+    session = CallSession(CallMeta("busy", "native"), ("customer",), engines, store, bus)
+    speech = render((Turn("customer", "We have been comparing three vendors for a while and "
+                          "the budget is set for the next quarter already.", gap_s=0.2),)).customer  # fmt: skip
+    try:
+        await session.start()
+        audio = np.concatenate([speech, np.zeros(16000, np.float32)])
+        for i in range(0, len(audio), 1600):  # 0.1 s a message, as fast as it is taken
+            await session.feed(frames(audio[i : i + 1600], i))
+        for _ in range(3000):  # the bound only stops a hung test
+            if session.finals:
+                break
+            await asyncio.sleep(0.01)
+        assert engines.scheduler.dropped_partials >= 4
+        at = len(speech) + 16000
+        for k in range(12):  # calm: a second of silence at a time, fed as it would arrive
+            await session.feed(frames(np.zeros(16000, np.float32), at + k * 16000))
+            await asyncio.sleep(0.05)
+        await session.finish()
+    finally:
+        await engines.scheduler.stop()
+        engines.nlp_executor.shutdown(wait=True)
+        engines.voice_executor.shutdown(wait=True)
+    seen = []
+    while (event := await sub.get()) is not None:
+        seen.append(event)
+    stored = await store.events("busy")
+    await store.close()
+    shifts = [(e["state"], e["detail"]) for e in seen if e["type"] == "status"
+              and e["detail"] in (OVERLOADED, CAUGHT_UP)]  # fmt: skip
+    assert shifts == [("degraded", OVERLOADED), ("live", CAUGHT_UP)], shifts
+    assert not [
+        e for e in stored if e["type"] == "status" and e["detail"] in (OVERLOADED, CAUGHT_UP)
+    ]
+
+
+def frames(samples: np.ndarray, start: int) -> list[AudioChunk]:
+    return [
+        AudioChunk("customer", start + i, samples[i : i + 320]) for i in range(0, len(samples), 320)
+    ]
+
+
 class Silent:
     """A transcriber that hears nothing (no model): the routes under test never decode."""
 
@@ -201,14 +270,15 @@ class Silent:
         pass
 
 
-def light_engines() -> Engines:
+def light_engines(transcriber: Any = None) -> Engines:
     return Engines(
-        scheduler=AsrScheduler(Silent()),
+        scheduler=AsrScheduler(transcriber or Silent()),
         detectors=registry.load_detectors("webrtc"),
         segmenter=SegmenterOptions(),
         asr=AsrOptions(),
         redactor=Redactor(),
-        analyzer=load_analyzer(KeywordEmbedder(["price"])),
+        # the packaged intent head reads 384-dim embeddings
+        analyzer=load_analyzer(KeywordEmbedder([f"k{i}" for i in range(383)])),
         playbook=load_playbook(None),
         score_model=load_score_model(),
         summarizer=BuiltinSummarizer(),
