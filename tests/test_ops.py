@@ -30,7 +30,7 @@ from models import registry
 from nlp.analyze import load_analyzer
 from nlp.asr import AsrOptions
 from nlp.redaction import Redactor
-from nlp.scheduler import AsrScheduler
+from nlp.scheduler import PARTIAL, AsrScheduler
 from nlp.transcript import NO_CONTEXT, Recognition, RecognitionContext, Transcript, Word
 from server.app import Runtime, build_app
 from server.auth import Authenticator
@@ -173,6 +173,43 @@ def test_json_log_lines_carry_the_call_and_never_the_transcript_unless_asked() -
     assert text.endswith("final u1  call_id=c-42 rep_id=ana") and "4111" not in text
     outside = json.loads(JsonFormatter().format(record()))  # not in a call's task
     assert "call_id" not in outside
+
+
+class Broken:
+    name = "broken"
+
+    def recognize(
+        self, audio: Any, *, with_words: bool, context: RecognitionContext = NO_CONTEXT
+    ) -> Recognition:
+        raise RuntimeError("model fell over")
+
+    def warmup(self) -> None:
+        pass
+
+
+async def test_the_shared_recognizer_logs_as_no_call() -> None:
+    """The recognizer's worker, started by one call's first job, does not stamp that call's
+    id on its own lines (it serves every call)."""
+    scheduler = AsrScheduler(Broken())
+
+    async def first_call() -> None:
+        bind_call("c-first", "ana")
+        job = scheduler.submit(PARTIAL, "customer-0", np.zeros(1600, np.float32), False)
+        with pytest.raises(RuntimeError):
+            await job.future
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)  # formats as it emits: in the worker's context
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("nlp.scheduler")
+    logger.addHandler(handler)
+    try:
+        await asyncio.create_task(first_call())
+    finally:
+        logger.removeHandler(handler)
+        await scheduler.stop()
+    [line] = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert line["message"].startswith("recognition failed") and "call_id" not in line
 
 
 def test_operations_settings_are_checked() -> None:
