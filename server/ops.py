@@ -1,7 +1,8 @@
 """Operations routes, on the app (``register(app, rt, auth=...)``), and the scrape-time collector:
 
 - ``GET /livez``   200 ``{"live": true}`` while the process answers; no token, tells nothing else
-  (``/healthz`` is its older alias).
+  (``/healthz`` is its older alias). Neither is in the OpenAPI schema, whose every route
+  needs the token.
 - ``GET /readyz``  no token; 200 when this instance should get new calls, else 503; the body
   lists every check and which failed: ``models`` (loaded), ``store`` (``CallStore.ping``
   answered within ``STORE_PING_S``), ``draining`` (no SIGTERM drain under way), ``capacity``
@@ -46,7 +47,7 @@ def register(app: FastAPI, rt: Runtime, *, auth: Callable[..., Any]) -> None:
     async def livez() -> dict[str, bool]:
         return {"live": True}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get("/readyz", include_in_schema=False)  # no token: the API schema lists none such
     async def readyz() -> JSONResponse:
         """Whether this instance should get new calls: 200, or 503 naming the checks that
         failed (``failed``) with every check's ``ok`` and ``detail``."""
