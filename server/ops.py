@@ -1,13 +1,13 @@
 """Operations routes, on the app (``register(app, rt, auth=...)``), and the scrape-time collector:
 
 - ``GET /livez``   200 ``{"live": true}`` while the process answers; no token, tells nothing else
-  (``/healthz`` is its older alias). Neither is in the OpenAPI schema, whose every route
-  needs the token.
+  (``/healthz`` is its older alias).
 - ``GET /readyz``  no token; 200 when this instance should get new calls, else 503; the body
   lists every check and which failed: ``models`` (loaded), ``store`` (``CallStore.ping``
   answered within ``STORE_PING_S``), ``draining`` (no SIGTERM drain under way), ``capacity``
   (live calls under ``CUECARD_MAX_CALLS``), ``asr_backlog`` (finals waiting for the recognizer
   under ``CUECARD_READY_ASR_BACKLOG``).
+  Neither route is in the OpenAPI schema, whose every route needs the token.
 - ``GET /metrics`` the Prometheus text format of the runtime's own registry (``server.metrics``);
   needs the bearer token, through the same dependency as ``/v1/stats``.
 
