@@ -30,7 +30,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nlp.scheduler import FINAL, PARTIAL, SPECULATIVE
 from server.metrics import Metrics, executor_stats
-from server.store import StoreError
 
 if TYPE_CHECKING:  # server.app registers these routes
     from server.app import Runtime
@@ -91,7 +90,7 @@ async def _store_check(rt: Runtime) -> dict[str, Any]:
         await asyncio.wait_for(rt.store.ping(), STORE_PING_S)
     except TimeoutError:
         return _check(False, f"no answer within {STORE_PING_S:g} s")
-    except (StoreError, OSError) as err:
+    except Exception as err:  # any failure is "not ready", never a 500
         return _check(False, f"unreachable ({type(err).__name__})")
     return _check(True, "answers")
 
