@@ -23,6 +23,7 @@ audio (back-pressure). A final is never dropped.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import itertools
 import logging
@@ -102,13 +103,18 @@ class AsrScheduler:
         self.dropped_partials = 0
         self.preempted_partials = 0
         self.busy_s = 0.0
+        self.busy_s_by_priority = [0.0, 0.0, 0.0]  # FINAL, SPECULATIVE, PARTIAL
         self.batches = 0
         self.batched_jobs = 0
         self.largest_batch = 0
 
     def start(self) -> None:
         if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name="asr-worker")
+            # shared by every call: it must not inherit the context (log fields) of the call
+            # whose first job started it
+            self._worker = asyncio.get_running_loop().create_task(
+                self._run(), name="asr-worker", context=contextvars.Context()
+            )
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -158,6 +164,10 @@ class AsrScheduler:
         """Jobs waiting (not running), all priorities."""
         return sum(1 for jobs in self._pending for j in jobs if not j.future.done())
 
+    def pending_finals(self) -> int:
+        """Finals waiting (not running): the backlog ``/readyz`` watches."""
+        return sum(1 for j in self._pending[FINAL] if not j.future.done())
+
     def _take(self) -> list[AsrJob]:
         """The next batch: pending finals then speculative decodes, else the oldest partials."""
         for jobs in self._pending:
@@ -197,7 +207,9 @@ class AsrScheduler:
                         job.future.set_exception(err)
                 continue
             finally:
-                self.busy_s += loop.time() - t0
+                took_s = loop.time() - t0
+                self.busy_s += took_s
+                self.busy_s_by_priority[batch[0].priority] += took_s
                 self._running_partials = False
             self._count(batch)
             self._resolve(batch, results)

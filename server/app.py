@@ -5,6 +5,7 @@
 - ``WS /v1/calls/{call_id}/events``  the rep's event stream (stored history first, then live;
   an unknown call id closes with 4404 once ``wait_s`` passes without the call starting)
 - ``GET /`` the rep's page; ``GET /healthz``; the REST API of ``server.api``; ``GET /v1/stats``
+- ``GET /livez``, ``/readyz``, ``/metrics``: ``server.ops``
 
 Every route checks who is asking (``server.auth``); ``/healthz`` tells only that the process
 is up. What a peer may send is bounded (``server.limits``, the ``CUECARD_*`` limit settings):
@@ -161,6 +162,9 @@ def build_app(rt: Runtime) -> FastAPI:
     from server import pages  # /manager and the pages' scripts
 
     pages.register(app, rt)
+    from server import ops  # /livez, /readyz, /metrics
+
+    ops.register(app, rt, auth=require_token)
     from server import webrtc  # WebRTC and the softphone page (imports this module too)
 
     webrtc.register(app, rt)
@@ -288,6 +292,7 @@ async def _open_session(
     if call_id in rt.sessions:
         raise ProtocolError(POLICY_VIOLATION, f"call {call_id} is already streaming")
     if len(rt.sessions) >= rt.settings.max_calls:
+        rt.engines.metrics.refused("capacity")
         raise LimitExceeded(
             TRY_AGAIN_LATER,
             f"server at capacity: {len(rt.sessions)} live calls (CUECARD_MAX_CALLS)",

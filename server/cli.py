@@ -39,9 +39,16 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from server import logs
     from server.main import serve
 
-    return int(run_async(serve(_settings(args), demo=args.demo)) or 0)
+    settings = _settings(args)
+    # the server's logging: CUECARD_LOG_FORMAT, CUECARD_LOG_TRANSCRIPTS (server/logs.py)
+    logs.configure(
+        settings.log_format, transcripts=bool(settings.log_transcripts), verbose=args.verbose
+    )
+    _quiet_webrtc(args.verbose)
+    return int(run_async(serve(settings, demo=args.demo)) or 0)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -213,15 +220,19 @@ def _registrars() -> list[Any]:
     ]
 
 
+def _quiet_webrtc(verbose: bool) -> None:
+    if not verbose:  # WebRTC's ICE logs every candidate pair of every call at INFO
+        for name in ("aioice", "aiortc"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:  # WebRTC's ICE logs every candidate pair of every call at INFO
-        for name in ("aioice", "aiortc"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    _quiet_webrtc(args.verbose)
     try:
         handler = getattr(args, "func", None) or args.handler
         return int(handler(args))

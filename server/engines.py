@@ -6,7 +6,9 @@ naming the variable."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from audio.diarize import VoiceEncoder
 from audio.prosody import ProsodyTracker
@@ -25,6 +27,7 @@ from nlp.commit import CommitOptions
 from nlp.redaction import Redactor
 from nlp.scheduler import AsrScheduler, SchedulerOptions
 from server.clock import Clock
+from server.metrics import Metrics
 from server.session import Engines
 from server.settings import Settings, SettingsError
 from server.store import CallStore
@@ -35,6 +38,15 @@ if TYPE_CHECKING:
     from models.whisper import WhisperTranscriber
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+def timed(metrics: Metrics, model: str, load: Callable[[], _T]) -> _T:
+    """``load()``, its seconds (loading and warming up) recorded as ``model``'s load time."""
+    t0 = time.perf_counter()
+    out = load()
+    metrics.model_loaded(model, time.perf_counter() - t0)
+    return out
 
 
 def load_transcriber(settings: Settings) -> WhisperTranscriber:
@@ -112,11 +124,12 @@ def webhook_sender(
 def load_engines(settings: Settings, store: CallStore, clock: Clock | None = None) -> Engines:
     """Blocking (model loads): run it off the loop. ``store`` receives webhook attempts,
     stamped by ``clock`` (the runtime's). Configuration is checked before the first model
-    loads."""
+    loads. Each model's load time goes to the engines' ``Metrics``."""
     playbook = load_configured_playbook(settings)
     summarizer = load_summarizer(settings)
     webhooks = webhook_sender(settings, store, clock)
-    transcriber = load_transcriber(settings)
+    metrics = Metrics()
+    transcriber = timed(metrics, "whisper", lambda: load_transcriber(settings))
     log.info(
         "loaded %s on %s (%s, %d threads), VAD %s",
         transcriber.name,
@@ -125,14 +138,13 @@ def load_engines(settings: Settings, store: CallStore, clock: Clock | None = Non
         settings.asr_threads,
         settings.vad,
     )
-    analyzer = load_analyzer(load_embedder(threads=1))
-    analyzer.warmup()
-    prosody = ProsodyTracker()
-    prosody.warmup()
-    voices = load_voices()
+    analyzer = timed(metrics, "analyzer", lambda: _warm(load_analyzer(load_embedder(threads=1))))
+    timed(metrics, "prosody", lambda: _warm(ProsodyTracker()))
+    voices = timed(metrics, "voices", load_voices)
+    detectors = timed(metrics, "vad", lambda: load_detectors(settings))
     return Engines(
         scheduler=AsrScheduler(transcriber, options=scheduler_options(settings)),
-        detectors=load_detectors(settings),
+        detectors=detectors,
         segmenter=segmenter_options(settings),
         asr=asr_options(settings),
         redactor=Redactor(),
@@ -143,7 +155,20 @@ def load_engines(settings: Settings, store: CallStore, clock: Clock | None = Non
         webhooks=webhooks,
         voices=voices,
         voiceprints=VoiceprintStore(settings.data_dir / "voiceprints"),
+        metrics=metrics,
     )
+
+
+class _Warmable(Protocol):
+    def warmup(self) -> None: ...
+
+
+_W = TypeVar("_W", bound=_Warmable)
+
+
+def _warm(model: _W) -> _W:
+    model.warmup()
+    return model
 
 
 def load_voices() -> VoiceEncoder | None:

@@ -21,7 +21,14 @@ recognizer's jobs (``nlp.scheduler.AsrScheduler``: a newer partial replaces an o
 (``coach_inbox``; transcripts, insights and card actions wait, a tick is skipped while one is
 still queued). ``emit`` stores an event before any viewer sees it (partials are shown, never
 stored). A failing stage after the recognizer degrades the call with a ``status`` event
-instead of ending it; only the transport ends a session.
+instead of ending it; only the transport ends a session. When the recognizer sheds live
+partials (``server.overload``) the rep is told with a ``degraded`` status, not stored, and with
+``live`` once it has caught up.
+
+What the call shows the operator: the latencies of what it publishes (``server.latency``)
+and the seconds its store appends take go to ``Engines.metrics``; ``start`` binds the call to
+the log lines of its tasks (``server.logs``); each final is logged, its text only when asked
+(``CUECARD_LOG_TRANSCRIPTS``).
 
 The coach has one driver, the task that reads the inbox, so its events keep the order it
 made them in without a lock. Its clock is ``Progress.through_s`` (audio/progress.py): the
@@ -55,12 +62,19 @@ from nlp.transcript import Transcript
 from server.bus import Bus
 from server.clock import call_date_of
 from server.handoff import hand_off_call
+from server.latency import LatencyProbe
+from server.logs import TRANSCRIPT_FIELD, TRANSCRIPTS, bind_call
+from server.metrics import Metrics, TimedExecutor
+from server.overload import OverloadWatch
 from server.store import CallMeta, CallStatus, CallStore
 from server.voiceprints import VoiceprintStore
 from server.webhooks import WebhookSender
 from server.wire import END_STATES, Status, StatusState, WireEvent, is_durable, to_wire
 
 log = logging.getLogger(__name__)
+transcripts_log = logging.getLogger(TRANSCRIPTS)
+OVERLOADED = "server busy: live partials paused"
+CAUGHT_UP = "server caught up: live partials resumed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +96,13 @@ class Engines:
     voiceprints: VoiceprintStore | None = None
     diarizer: DiarizerOptions = field(default_factory=DiarizerOptions)
     voice_executor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="voices")
+        default_factory=lambda: TimedExecutor(1, thread_name_prefix="voices")
     )
     # one thread for text analysis and prosody: off the loop, never competing with itself
     nlp_executor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="nlp")
+        default_factory=lambda: TimedExecutor(1, thread_name_prefix="nlp")
     )
+    metrics: Metrics = field(default_factory=Metrics)  # GET /metrics (server.metrics)
     audio_queue_chunks: int = 400  # 4 s of 20 ms frames of a two-channel call
     coach_inbox: int = 64
     tick_every_s: float = 0.25
@@ -139,10 +154,17 @@ class CallSession:
         self._tick_queued = False
         self._closed = False  # the coach takes no more card actions
         self.finals = 0
+        self._latency = LatencyProbe()
+        self._overload = OverloadWatch()
 
     @property
     def audio_s(self) -> float:
         return self.progress.audio_s
+
+    @property
+    def overloaded(self) -> bool:
+        """The rep was told live partials are paused (``server.overload``)."""
+        return self._overload.degraded
 
     @property
     def transcribed_through_s(self) -> float:
@@ -150,6 +172,8 @@ class CallSession:
         return self.progress.through_s
 
     async def start(self) -> None:
+        bind_call(self.call_id, self.meta.rep_id)  # this task's and the call's log lines
+        log.info("call started (%s)", self.meta.source)
         await self._store.open_call(self.meta)
         await self._emit(Status("live", "audio stream open", 0.0))
         try:
@@ -169,6 +193,7 @@ class CallSession:
         for chunk in chunks:
             self.progress.received(chunk.speaker, chunk.end_sample)  # raises for a stranger
             await self._audio.put(chunk)
+        self._latency.arrived(self.audio_s, asyncio.get_running_loop().time())
         due = self.audio_s - self._ticked_s >= self.engines.tick_every_s
         if self._task is not None and due and not self._tick_queued and not self._inbox.full():
             self._ticked_s, self._tick_queued = self.audio_s, True
@@ -237,6 +262,7 @@ class CallSession:
         out: list[CoachEvent] = []
         if isinstance(item, Tick):
             self._tick_queued = False
+            await self._watch_overload()
             out = coach.tick(self.audio_s if final else self.progress.through_s)
         elif isinstance(item, CardAction):
             replies = []
@@ -252,6 +278,7 @@ class CallSession:
             if item.is_final:
                 self.finals += 1
                 self.progress.settled(item.utterance_id)
+                _log_final(item)
         elif isinstance(item, Insight):
             await self._emit(item)
             out = coach.observe_insight(item)
@@ -274,6 +301,9 @@ class CallSession:
                 call_status,
             )
             await self._emit(summary)
+            log.info(
+                "call over (%s): %.1f s of audio, %d finals", call_status, self.audio_s, self.finals
+            )
         except Exception:
             log.exception("call %s: summary failed", self.call_id)
             await self._emit(Status("degraded", "summary failed", self.audio_s))
@@ -281,9 +311,38 @@ class CallSession:
     async def _emit(self, event: WireEvent, *, durable: bool | None = None) -> None:
         """Store (what ``is_durable`` says is stored), then publish."""
         wire = to_wire(event)
+        loop = asyncio.get_running_loop()
         if durable if durable is not None else is_durable(event):
+            t0 = loop.time()
             wire["seq"] = await self._store.append(self.call_id, wire)
+            self.engines.metrics.store_append(loop.time() - t0)
         self._bus.publish(self.call_id, wire)
+        if (latency := self._latency.observe(event, loop.time())) is not None:
+            self.engines.metrics.latency(*latency)
+
+    async def _watch_overload(self) -> None:
+        """Tell the rep when the recognizer starts and stops shedding live partials."""
+        shift = self._overload.observe(self.engines.scheduler.dropped_partials, self.audio_s)
+        if shift is not None:
+            detail = OVERLOADED if shift == "degraded" else CAUGHT_UP
+            log.info(
+                "live partials %s", "paused: server busy" if shift == "degraded" else "resumed"
+            )
+            await self._emit(Status(shift, detail, self.audio_s), durable=False)
+
+
+def _log_final(t: Transcript) -> None:
+    """One line per final on ``cuecard.transcripts``; its text is in the ``transcript`` field,
+    which the formatters leave out unless ``CUECARD_LOG_TRANSCRIPTS=1``."""
+    if transcripts_log.isEnabledFor(logging.INFO):
+        transcripts_log.info(
+            "final %s (%s, %.2f-%.2f s)",
+            t.utterance_id,
+            t.speaker,
+            t.start_s,
+            t.end_s,
+            extra={TRANSCRIPT_FIELD: t.text},
+        )
 
 
 async def _drain(queue: asyncio.Queue[AudioChunk | None]) -> AsyncIterator[AudioChunk]:

@@ -83,6 +83,10 @@ class Settings:
     audio_burst_s: float = 5.0  # audio a source may send ahead of that pace
     twilio_max_gap_s: float = 5.0  # a media.timestamp jump filled with silence; more: refused
     max_body_bytes: int = 1_048_576  # an HTTP request body; more: 413
+    # Operations (docs/api.md, "Operations")
+    log_format: str = "text"  # "text" or "json": one JSON object per line
+    log_transcripts: int = 0  # 1: each final's text is logged (logger cuecard.transcripts)
+    ready_asr_backlog: int = 16  # finals waiting for the recognizer at which /readyz fails
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536 and self.port != 0:
@@ -111,6 +115,7 @@ class Settings:
         if not 100 <= self.min_silence_ms <= 3000:
             raise SettingsError("CUECARD_MIN_SILENCE_MS must be within [100, 3000]")
         self._check_limits()
+        self._check_operations()
         if not (math.isfinite(self.retention_days) and self.retention_days >= 0):
             raise SettingsError(
                 f"CUECARD_RETENTION_DAYS must be a number of days >= 0 (0 keeps calls forever), "
@@ -147,6 +152,18 @@ class Settings:
                 raise SettingsError(
                     f"CUECARD_{name.upper()} must be >= 0 (0: no limit), got {getattr(self, name)}"
                 )
+
+    def _check_operations(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"CUECARD_LOG_FORMAT must be text or json, got {self.log_format!r}")
+        if self.log_transcripts not in (0, 1):
+            raise SettingsError(
+                f"CUECARD_LOG_TRANSCRIPTS must be 0 or 1, got {self.log_transcripts}"
+            )
+        if self.ready_asr_backlog < 1:
+            raise SettingsError(
+                f"CUECARD_READY_ASR_BACKLOG must be >= 1, got {self.ready_asr_backlog}"
+            )
 
     def _check_urls(self) -> None:
         for url in self.webhook_urls:

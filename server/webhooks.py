@@ -19,6 +19,7 @@ rejects a ``sent_at`` older than 5 minutes and remembers ``delivery_id``s defeat
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import hmac
@@ -115,6 +116,7 @@ class WebhookSender:
     ) -> None:
         self.opts = opts
         self.dropped = 0
+        self.outcomes: collections.Counter[str] = collections.Counter()  # attempts (/metrics)
         self._store = store
         self._clock = clock or SystemClock()
         self._sleep = sleep
@@ -235,6 +237,7 @@ class WebhookSender:
         return code, f"HTTP {code} {resp.reason_phrase}", code in _RETRY_STATUS or code >= 500
 
     async def _record(self, attempt: DeliveryAttempt) -> None:
+        self.outcomes[attempt.outcome] += 1
         try:
             await self._store.record_delivery(attempt)
         except StoreError as exc:
