@@ -36,7 +36,15 @@ from nlp.insight import Insight
 from nlp.transcript import Transcript
 from server.card_stats import card_stats
 from server.handoff import summarize_stored, summary_from_wire
-from server.store import CallFilter, CallNotFound, CallRecord, CallStatus, CallStore, StoreError
+from server.store import (
+    CallFilter,
+    CallNotFound,
+    CallRecord,
+    CallStatus,
+    CallStore,
+    DeliveryOutcome,
+    StoreError,
+)
 from server.wire import from_wire
 
 T = TypeVar("T")
@@ -150,7 +158,10 @@ class DeliveryOut(BaseModel):
     url: str
     attempt: int
     at: float
-    outcome: Literal["delivered", "retrying", "failed"]
+    outcome: DeliveryOutcome = Field(
+        description="pending: queued, not sent yet (attempt 0); retrying: this attempt "
+        "failed and another follows; delivered; failed: no more attempts"
+    )
     status_code: int | None
     error: str | None
 
