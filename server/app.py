@@ -154,7 +154,14 @@ def build_app(rt: Runtime) -> FastAPI:
         if await admitted(ws):
             await serve_viewer(rt, ws, call_id)
 
-    app.include_router(build_router(rt.store, auth=require_token, fallback=rt.engines.summarizer))
+    app.include_router(
+        build_router(
+            rt.store,
+            auth=require_token,
+            fallback=rt.engines.summarizer,
+            webhooks=rt.engines.webhooks,
+        )
+    )
     from server import sources  # AudioHook and Vonage; imports this module, so not at the top
 
     sources.register(app, rt)

@@ -498,3 +498,37 @@ async def test_redis_schema_version_key(redis_url: str, caplog: pytest.LogCaptur
         assert await r.get(newer + "schema") == "9"
     finally:
         await r.aclose()
+
+
+async def test_queued_deliveries_are_pending_until_final(
+    store: tuple[CallStore, ManualClock],
+) -> None:
+    """A queued delivery is pending per URL (attempt 0) with its payload, still pending while
+    retrying, and no longer once delivered or failed; the latest payload is kept; deleting
+    the call removes it all."""
+    s, _ = store
+    await s.open_call(CallMeta("c1", "native", started_at=1.0))
+    payload = {"call_status": "ended", "summary": {"outcome": "advanced"}}
+    await s.queue_delivery("c1", "d1", payload, ["http://a", "http://b"], 10.0)
+    pending = await s.pending_deliveries()
+    assert [(p.url, p.attempts, p.payload) for p in pending] == [
+        ("http://a", 0, payload), ("http://b", 0, payload)]  # fmt: skip
+    await s.record_delivery(DeliveryAttempt("c1", "d1", "http://a", 1, 11.0, "retrying"))
+    await s.record_delivery(DeliveryAttempt("c1", "d1", "http://b", 1, 11.0, "delivered"))
+    [p] = await s.pending_deliveries()
+    assert (p.call_id, p.delivery_id, p.url, p.attempts, p.last_at) == (
+        "c1",
+        "d1",
+        "http://a",
+        1,
+        11.0,
+    )
+    await s.record_delivery(DeliveryAttempt("c1", "d1", "http://a", 2, 12.0, "failed"))
+    assert await s.pending_deliveries() == []
+    assert await s.delivery_payload("c1") == ("d1", payload)
+    with pytest.raises(CallNotFound):
+        await s.queue_delivery("nope", "d2", payload, ["http://a"], 1.0)
+    await s.queue_delivery("c1", "d1", payload, ["http://b"], 13.0)  # a redelivery
+    assert [p.url for p in await s.pending_deliveries()] == ["http://b"]
+    await s.delete_call("c1")
+    assert await s.pending_deliveries() == []
