@@ -1,0 +1,196 @@
+"""Redis going away mid-call: the call keeps coaching from memory, the store catches up in
+order when Redis is back, the call ends (never wedged), REST answers 503 and ping raises
+meanwhile, one WARNING and one INFO are logged. A real redis-server of the test's own
+(append-only file, fsync always), killed with SIGKILL and restarted on the same port and
+data; real models."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from audio.chunk import SAMPLE_RATE_HZ, AudioChunk
+from clients.callgen import render
+from server.api import build_router
+from server.bus import Bus, Event
+from server.engines import load_engines
+from server.outbox import OutboxOptions
+from server.redis_store import RedisCallStore
+from server.session import CallSession, Engines
+from server.settings import Settings
+from server.store import CallMeta, StoreError
+from tests.conftest import free_port
+from tests.test_stream_e2e import SCRIPT
+
+pytestmark = pytest.mark.model
+FRAME = SAMPLE_RATE_HZ // 50  # 20 ms
+
+
+class RedisServer:
+    """A redis-server on one port with an append-only file that survives a SIGKILL."""
+
+    def __init__(self, data_dir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed (make test installs it)")
+        self.binary = binary
+        self.port = free_port()
+        self.dir = data_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.down = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(500):  # a hang guard: until it accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
+                break
+            except OSError:
+                assert self.proc.poll() is None, "redis-server exited at start-up"
+                time.sleep(0.02)
+        self.down = False
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.down = True
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Shown(Bus):
+    """The in-process bus, keeping what was published to the viewers (and when: Redis up or
+    down)."""
+
+    def __init__(self, redis: RedisServer) -> None:
+        super().__init__()
+        self.redis = redis
+        self.events: list[tuple[Event, bool]] = []
+
+    def publish(self, call_id: str, event: Event) -> None:
+        self.events.append((dict(event), self.redis.down))
+        super().publish(call_id, event)
+
+
+@pytest.fixture
+async def engines_and_store(
+    tmp_path: Path, redis_server: RedisServer
+) -> AsyncIterator[tuple[Engines, RedisCallStore]]:
+    store = await RedisCallStore.open(redis_server.url, socket_timeout_s=2.0)
+    settings = Settings(data_dir=tmp_path)
+    loop = asyncio.get_running_loop()
+    engines = await loop.run_in_executor(None, load_engines, settings, store)
+    engines = replace(engines, outbox=OutboxOptions(patience_s=300.0))  # the test restarts it
+    try:
+        yield engines, store
+    finally:
+        await engines.scheduler.stop()
+        engines.nlp_executor.shutdown(wait=True)
+        await store.close()
+
+
+async def test_redis_down_mid_call_then_back(
+    engines_and_store: tuple[Engines, RedisCallStore],
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis is killed 2.5 s into a call and comes back after the audio ended: the audio was
+    never held up, REST answered 503 and ping raised meanwhile, and then the call ends
+    ``ended`` with every final stored in the order shown, its summary and closing status;
+    everything shown with a seq is in the store; one WARNING, one INFO."""
+    engines, store = engines_and_store
+    caplog.set_level(logging.INFO, logger="server.redis_store")
+    call = render(SCRIPT)
+    bus = Shown(redis_server)
+    session = CallSession(CallMeta("outage", "native"), ("rep", "customer"), engines, store, bus)
+    await session.start()
+    app = FastAPI()
+    app.include_router(build_router(store, auth=lambda: None))
+    rest = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    statuses: list[int] = []
+    step = SAMPLE_RATE_HZ // 10  # 100 ms of audio every 100 ms: about real time
+    t0 = time.monotonic()
+    async with rest:
+        for i in range(0, len(call.rep), step):
+            if not redis_server.down and time.monotonic() - t0 >= 2.5:
+                redis_server.kill()
+                with pytest.raises(StoreError):
+                    await store.ping()
+                for path in ("/v1/calls", "/v1/calls/outage"):
+                    r = await rest.get(path)
+                    statuses.append(r.status_code)
+                    assert "call storage unavailable" in r.json()["detail"]
+            await session.feed(
+                [AudioChunk(s, i + j, samples[i + j : i + j + FRAME])
+                 for s, samples in (("rep", call.rep), ("customer", call.customer))
+                 for j in range(0, min(step, len(call.rep) - i), FRAME)]
+            )  # fmt: skip
+            await asyncio.sleep(0.1)
+        assert redis_server.down, "the call was too short to kill Redis in the middle of it"
+        finishing = asyncio.create_task(session.finish())
+        await asyncio.sleep(1.0)
+        assert not finishing.done()  # its end waits for the store, held in memory
+        redis_server.start()
+        await asyncio.wait_for(finishing, 120)  # a hang guard
+        assert (await rest.get("/v1/calls/outage")).status_code == 200
+    assert statuses == [503, 503]
+
+    record = await store.get_call("outage")
+    assert record.status == "ended" and record.ended_at is not None and record.has_summary
+    stored = await store.events("outage")
+    assert [e["seq"] for e in stored] == list(range(1, len(stored) + 1))
+    shown = [e for e, _ in bus.events if "seq" in e]
+    assert shown == stored  # every durable event shown was stored first, in the same order
+    finals = [e for e in stored if e["type"] == "transcript"]
+    assert len(finals) >= len(SCRIPT) - 1 and all(e["is_final"] for e in finals)
+    assert [e["type"] for e in stored[-2:]] == ["summary", "status"]
+    assert stored[-1]["state"] == "ended"
+    assert await store.get_summary("outage") == {k: v for k, v in stored[-2].items() if k != "seq"}
+
+    details = [e.get("detail", "") for e, _ in bus.events if e["type"] == "status"]
+    held = details.index("call storage unavailable: transcript and cards wait for it")
+    back = details.index("call storage back")
+    assert held < back
+    after_back = [e for e, down in bus.events if "seq" in e and not down]
+    assert any(e["type"] == "transcript" for e in after_back)
+
+    lines = [
+        (r.levelname, r.getMessage()) for r in caplog.records if r.name == "server.redis_store"
+    ]
+    assert [lvl for lvl, msg in lines if "is unavailable" in msg] == ["WARNING"]
+    assert [lvl for lvl, msg in lines if "answers again" in msg] == ["INFO"]
