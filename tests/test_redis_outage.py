@@ -7,6 +7,8 @@ data; real models."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import shutil
 import signal
@@ -18,7 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import websockets
 from fastapi import FastAPI
 
 from audio.chunk import SAMPLE_RATE_HZ, AudioChunk
@@ -31,11 +35,12 @@ from server.redis_store import RedisCallStore
 from server.session import CallSession, Engines
 from server.settings import Settings
 from server.store import CallMeta, StoreError
-from tests.conftest import free_port
+from tests.conftest import free_port, noise, start_server
 from tests.test_stream_e2e import SCRIPT
 
 pytestmark = pytest.mark.model
 FRAME = SAMPLE_RATE_HZ // 50  # 20 ms
+CALL_ID = "outage-then-sigterm"
 
 
 class RedisServer:
@@ -194,3 +199,52 @@ async def test_redis_down_mid_call_then_back(
     ]
     assert [lvl for lvl, msg in lines if "is unavailable" in msg] == ["WARNING"]
     assert [lvl for lvl, msg in lines if "answers again" in msg] == ["INFO"]
+
+
+async def test_sigterm_during_an_outage_exits_and_the_call_is_not_wedged(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A real server on the Redis store: with Redis killed mid-call, REST answers 503 (not
+    500), and SIGTERM still exits (within the outbox's patience, not hung); once Redis is
+    back the call, still live in the store, is marked interrupted by the next start-up."""
+    srv = start_server(tmp_path / "data", CUECARD_STORE=redis_server.url)
+    start = {"type": "start", "encoding": "pcm16", "sample_rate_hz": 16000, "channels": 1,
+             "speakers": ["customer"]}  # fmt: skip
+    pcm = (np.clip(noise(0.2, 0.02), -1, 1) * 32767).astype("<i2").tobytes()
+    headers = {"Authorization": f"Bearer {srv.token}"}
+    try:
+        url = f"{srv.ws}/v1/calls/{CALL_ID}/audio?token={srv.token}"
+        async with websockets.connect(url) as ws, httpx.AsyncClient(headers=headers) as rest:
+            await ws.send(json.dumps(start))
+            assert json.loads(await ws.recv())["type"] == "started"
+            for _ in range(10):
+                await ws.send(pcm)
+                await asyncio.sleep(0.2)
+            redis_server.kill()
+            for _ in range(10):  # the call goes on while Redis is down
+                await ws.send(pcm)
+                await asyncio.sleep(0.2)
+            r = await rest.get(f"{srv.http}/v1/calls")
+            assert r.status_code == 503 and "call storage unavailable" in r.json()["detail"]
+            assert (await rest.get(f"{srv.http}/healthz")).status_code == 200
+            t0 = time.monotonic()
+            srv.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(websockets.ConnectionClosed):
+                while True:
+                    await ws.send(pcm)
+                    await asyncio.sleep(0.05)
+        code = await asyncio.to_thread(srv.proc.wait, 90)  # a hang guard: it used to hang
+        took_s = time.monotonic() - t0
+    finally:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()
+    assert code == 0
+    print(f"SIGTERM during the Redis outage: exited in {took_s:.1f} s")
+    redis_server.start()
+    store = await RedisCallStore.open(redis_server.url)
+    try:
+        assert (await store.get_call(CALL_ID)).status == "live"  # nothing could be stored
+        assert await store.mark_live_calls_interrupted() == [CALL_ID]
+    finally:
+        await store.close()
