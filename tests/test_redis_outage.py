@@ -30,7 +30,7 @@ from clients.callgen import render
 from server.api import build_router
 from server.bus import Bus, Event
 from server.engines import load_engines
-from server.outbox import OutboxOptions
+from server.outbox import OutboxOptions, StoreOutbox
 from server.redis_store import RedisCallStore
 from server.session import CallSession, Engines
 from server.settings import Settings
@@ -38,7 +38,6 @@ from server.store import CallMeta, StoreError
 from tests.conftest import free_port, noise, start_server
 from tests.test_stream_e2e import SCRIPT
 
-pytestmark = pytest.mark.model
 FRAME = SAMPLE_RATE_HZ // 50  # 20 ms
 CALL_ID = "outage-then-sigterm"
 
@@ -129,6 +128,7 @@ async def engines_and_store(
         await store.close()
 
 
+@pytest.mark.model
 async def test_redis_down_mid_call_then_back(
     engines_and_store: tuple[Engines, RedisCallStore],
     redis_server: RedisServer,
@@ -201,11 +201,12 @@ async def test_redis_down_mid_call_then_back(
     assert [lvl for lvl, msg in lines if "answers again" in msg] == ["INFO"]
 
 
+@pytest.mark.model
 async def test_sigterm_during_an_outage_exits_and_the_call_is_not_wedged(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     """A real server on the Redis store: with Redis killed mid-call, REST answers 503 (not
-    500), and SIGTERM still exits (within the outbox's patience, not hung); once Redis is
+    500), a new call is refused with 1013, and SIGTERM still exits (within the outbox's patience, not hung); once Redis is
     back the call, still live in the store, is marked interrupted by the next start-up."""
     srv = start_server(tmp_path / "data", CUECARD_STORE=redis_server.url)
     start = {"type": "start", "encoding": "pcm16", "sample_rate_hz": 16000, "channels": 1,
@@ -227,6 +228,13 @@ async def test_sigterm_during_an_outage_exits_and_the_call_is_not_wedged(
             r = await rest.get(f"{srv.http}/v1/calls")
             assert r.status_code == 503 and "call storage unavailable" in r.json()["detail"]
             assert (await rest.get(f"{srv.http}/healthz")).status_code == 200
+            other = f"{srv.ws}/v1/calls/another-call/audio?token={srv.token}"
+            async with websockets.connect(other) as refused:  # no new call meanwhile
+                await refused.send(json.dumps(start))
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await refused.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+            assert closed.value.rcvd.reason.startswith("call storage unavailable")
             t0 = time.monotonic()
             srv.proc.send_signal(signal.SIGTERM)
             with contextlib.suppress(websockets.ConnectionClosed):
@@ -246,5 +254,45 @@ async def test_sigterm_during_an_outage_exits_and_the_call_is_not_wedged(
     try:
         assert (await store.get_call(CALL_ID)).status == "live"  # nothing could be stored
         assert await store.mark_live_calls_interrupted() == [CALL_ID]
+    finally:
+        await store.close()
+
+
+async def test_outbox_holds_in_order_then_catches_up(redis_server: RedisServer) -> None:
+    """The outbox on a real Redis store: inline while Redis answers; while it is down events
+    wait (nothing shown), settle gives up after its patience, one event past the bound is
+    lost and ``failed`` says so; once Redis is back the held events, then the steps, go out
+    in order, each shown only with its seq."""
+    store = await RedisCallStore.open(redis_server.url, socket_timeout_s=2.0)
+    shown: list[dict[str, object]] = []
+    held: list[bool] = []
+    opts = OutboxOptions(max_events=3, base_delay_s=0.05, max_delay_s=0.2, patience_s=0.5)
+    outbox = StoreOutbox("c1", store, shown.append, opts, on_hold=held.append)
+    try:
+        await store.open_call(CallMeta("c1", "native"))
+        await outbox.put({"type": "score", "n": 0})
+        assert shown == [{"type": "score", "n": 0, "seq": 1}] and outbox.waiting == 0
+        redis_server.kill()
+        for n in range(1, 5):
+            await outbox.put({"type": "score", "n": n})
+        assert shown == [{"type": "score", "n": 0, "seq": 1}] and held == [True]
+        assert outbox.waiting == 3 and outbox.failed and outbox.lost == 1  # n=4: over the bound
+
+        async def step() -> list[dict[str, object]]:
+            await store.close_call("c1", "interrupted")
+            return [{"type": "status", "state": "interrupted"}]
+
+        outbox.then(step)
+        assert await outbox.settle() is False  # down for the whole patience
+        redis_server.start()
+        assert await asyncio.wait_for(outbox.settle(), 60) is True  # a hang guard
+    finally:
+        await store.close()
+    assert [(e.get("n"), e["seq"]) for e in shown] == [(0, 1), (1, 2), (2, 3), (3, 4), (None, 5)]
+    assert held == [True, False]
+    store = await RedisCallStore.open(redis_server.url)
+    try:
+        assert [e["seq"] for e in await store.events("c1")] == [1, 2, 3, 4, 5]
+        assert (await store.get_call("c1")).status == "interrupted"
     finally:
         await store.close()
