@@ -20,7 +20,9 @@ recognizer's jobs (``nlp.scheduler.AsrScheduler``: a newer partial replaces an o
 (``nlp.asr.TranscriptQueue``: finals wait, partials replace or drop); the coach inbox
 (``coach_inbox``; transcripts, insights and card actions wait, a tick is skipped while one is
 still queued). ``emit`` stores an event before any viewer sees it (partials are shown, never
-stored). A failing stage after the recognizer degrades the call with a ``status`` event
+stored); durable events go through the call's ``server.outbox.StoreOutbox``, which holds them
+in order while the store is down, and the end of the call (summary, status, close) follows
+them there. A failing stage after the recognizer degrades the call with a ``status`` event
 instead of ending it; only the transport ends a session.
 
 The coach has one driver, the task that reads the inbox, so its events keep the order it

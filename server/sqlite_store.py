@@ -15,6 +15,9 @@ and refuses (``StoreError`` naming the file and both versions) a file a newer Cu
 
 Text search uses an FTS5 index over final transcript text (external content, kept in step
 by triggers); when the SQLite build lacks FTS5 it falls back to ``LIKE``.
+
+(Over STYLE's 400 lines: one backend of the whole ``CallStore`` protocol, its schema history
+and the queries on it kept in one file.)
 """
 
 from __future__ import annotations
