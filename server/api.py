@@ -11,20 +11,23 @@ dependency applied to every route (it raises 401 on a missing or wrong bearer to
 - ``GET /v1/calls/{call_id}/summary`` — JSON; Markdown with ``?format=markdown`` or
   ``Accept: text/markdown``. A call that ended without a stored summary (e.g. interrupted by
   a crash) is summarized on the fly by the built-in engine; a live call answers 409.
-- ``GET /v1/calls/{call_id}/deliveries`` — webhook attempts.
+- ``GET /v1/calls/{call_id}/deliveries`` — webhook attempts (``pending``: queued, not sent).
+- ``POST /v1/calls/{call_id}/deliveries/redeliver`` — admin only: re-send the call's summary
+  webhook (same delivery id, a new attempt series) to every URL or the body's ``url``; 202.
 - ``DELETE /v1/calls/{call_id}`` — the call and everything derived from it; 204.
 - ``GET /v1/cards/stats`` — per card kind over stored calls (``since``/``until``/``rep``):
   cards shown, used, dismissed, no action, and the dismiss rate (``server.card_stats``).
 
 Unknown call ids answer 404 with ``{"detail": "unknown call id '...'"}``; an unusable store
-answers 503.
+(``StoreError``: the backends raise nothing else when their storage fails, Redis errors and
+dropped connections included) answers 503 with a JSON ``detail``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import PlainTextResponse
@@ -36,8 +39,19 @@ from nlp.insight import Insight
 from nlp.transcript import Transcript
 from server.card_stats import card_stats
 from server.handoff import summarize_stored, summary_from_wire
-from server.store import CallFilter, CallNotFound, CallRecord, CallStatus, CallStore, StoreError
-from server.wire import from_wire
+from server.store import (
+    CallFilter,
+    CallNotFound,
+    CallRecord,
+    CallStatus,
+    CallStore,
+    DeliveryOutcome,
+    StoreError,
+)
+from server.wire import from_wire, to_wire
+
+if TYPE_CHECKING:
+    from server.webhooks import WebhookSender
 
 T = TypeVar("T")
 MAX_OFFSET = 2**62  # SQLite integers are 64-bit signed: a larger OFFSET is a 500, not a 422
@@ -150,9 +164,21 @@ class DeliveryOut(BaseModel):
     url: str
     attempt: int
     at: float
-    outcome: Literal["delivered", "retrying", "failed"]
+    outcome: DeliveryOutcome = Field(
+        description="pending: queued, not sent yet (attempt 0); retrying: this attempt "
+        "failed and another follows; delivered; failed: no more attempts"
+    )
     status_code: int | None
     error: str | None
+
+
+class RedeliverIn(BaseModel):
+    url: str | None = Field(None, description="one of the configured URLs; default: all")
+
+
+class RedeliveryOut(BaseModel):
+    delivery_id: str = Field(description="the call's latest delivery id, kept for dedupe")
+    urls: list[str]
 
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown call id"}}
@@ -185,9 +211,14 @@ async def summary_of(store: CallStore, call_id: str, fallback: Summarizer) -> Su
 
 
 def build_router(
-    store: CallStore, *, auth: Callable[..., Any], fallback: Summarizer | None = None
+    store: CallStore,
+    *,
+    auth: Callable[..., Any],
+    fallback: Summarizer | None = None,
+    webhooks: WebhookSender | None = None,
 ) -> APIRouter:
-    """The ``/v1`` routes over ``store``; every route depends on ``auth``."""
+    """The ``/v1`` routes over ``store``; every route depends on ``auth``; ``webhooks`` (the
+    server's sender, if URLs are configured) serves redelivery."""
     router = APIRouter(prefix="/v1", tags=["calls"], dependencies=[Depends(auth)])
     summarizer = fallback or BuiltinSummarizer()
 
@@ -280,6 +311,38 @@ def build_router(
             )
             for a in attempts
         ]
+
+    @router.post(
+        "/calls/{call_id}/deliveries/redeliver", status_code=202,
+        response_model=RedeliveryOut, tags=["webhooks"],
+        summary="Re-send the call's summary webhook (admin)",
+        responses={
+            **_NOT_FOUND,
+            409: {"description": "The call is live, or no webhook URL is configured"},
+            422: {"description": "url is not a configured webhook URL"},
+        },
+    )  # fmt: skip
+    async def redeliver(call_id: str, body: RedeliverIn | None = None) -> RedeliveryOut:
+        """Admin only. Re-send the call's summary webhook as a new attempt series (attempt 1
+        again) with the call's latest ``delivery_id`` and payload, so receivers dedupe it, to
+        every configured URL or only ``url``; a series in progress to those URLs is replaced.
+        A call that never had a delivery gets a new one of its summary. The attempts appear
+        in ``GET .../deliveries``."""
+        record = await _guard(store.get_call(call_id))
+        if record.status == "live":
+            raise HTTPException(409, f"call {call_id!r} is live; its summary is sent when it ends")
+        if webhooks is None:
+            raise HTTPException(409, "no webhook URLs are configured (CUECARD_WEBHOOK_URLS)")
+        urls = list(webhooks.opts.urls)
+        if body is not None and body.url is not None:
+            if body.url not in urls:
+                raise HTTPException(422, "url is not one of the configured webhook URLs")
+            urls = [body.url]
+        summary = await _guard(summary_of(store, call_id, summarizer))
+        delivery_id = await _guard(
+            webhooks.redeliver(call_id, to_wire(summary), record.status, urls)
+        )
+        return RedeliveryOut(delivery_id=delivery_id, urls=urls)
 
     @router.delete(
         "/calls/{call_id}", status_code=204, responses=_NOT_FOUND,

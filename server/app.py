@@ -59,7 +59,7 @@ from server.sockets import (
     next_message,
     now_s,
 )
-from server.store import CallMeta, CallStore
+from server.store import CallMeta, CallStore, StoreError
 from server.viewers import serve_viewer
 from server.wire import EndState
 
@@ -155,7 +155,14 @@ def build_app(rt: Runtime) -> FastAPI:
         if await admitted(ws):
             await serve_viewer(rt, ws, call_id)
 
-    app.include_router(build_router(rt.store, auth=require_token, fallback=rt.engines.summarizer))
+    app.include_router(
+        build_router(
+            rt.store,
+            auth=require_token,
+            fallback=rt.engines.summarizer,
+            webhooks=rt.engines.webhooks,
+        )
+    )
     from server import sources  # AudioHook and Vonage; imports this module, so not at the top
 
     sources.register(app, rt)
@@ -313,6 +320,8 @@ async def _refuse_used_id(rt: Runtime, call_id: str) -> None:
         record = await rt.store.get_call(call_id)
     except LookupError:
         return
+    except StoreError as exc:  # Redis down: no new call until the store is back
+        raise ProtocolError(TRY_AGAIN_LATER, f"call storage unavailable: {exc}") from exc
     if record.status == "live":  # another instance streams it (or a dead one left it live)
         raise ProtocolError(POLICY_VIOLATION, f"call {call_id} is already streaming")
     raise ProtocolError(POLICY_VIOLATION, f"call id {call_id} was used by an ended call")

@@ -1,5 +1,5 @@
 """The CRM hand-off at call end: read the call's stored events, summarize, store the summary,
-enqueue the webhooks.
+submit the webhooks (kept in the store as pending before they are sent).
 
 ``hand_off_call`` is what the session calls when a call ends (stop message, socket close or
 idle timeout) and what start-up calls for a call a dead process left live. The summary is
@@ -69,5 +69,5 @@ async def hand_off_call(
     wire = to_wire(summary)
     await store.put_summary(call_id, wire)
     if sender is not None:
-        sender.enqueue(call_id, wire, call_status)
+        await sender.submit(call_id, wire, call_status)
     return summary

@@ -11,10 +11,12 @@ request id; the instance serving the call applies it (card changes then reach ev
 events) and answers the sender's own replies on ``p bus:re:{origin}``. No answer within
 ``act_timeout_s`` means no instance serves the call.
 
-Publishing never blocks the call: messages go through a bounded outbox drained by one task.
-If Redis is unreachable, remote viewers miss live events (counted in ``dropped``; the durable
-ones are in the store for their next connect) and local viewers are unaffected. Pub/sub is
-at-most-once; the store is what is never lost.
+Publishing never blocks the call: messages go through a bounded outbox drained by one task
+(its commands time out after ``socket_timeout_s``). If Redis is unreachable, remote viewers
+miss live events (counted in ``dropped``; the durable ones are in the store for their next
+connect) and local viewers are unaffected; the listener resubscribes with capped backoff.
+Each direction logs one WARNING when Redis goes away and one INFO when it is back, not a line
+per message. Pub/sub is at-most-once; the store is what is never lost.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from server.store import StoreError
 log = logging.getLogger(__name__)
 
 OUTBOX_MAX = 10_000
-RECONNECT_S = 1.0
+RECONNECT_S = 0.25  # the listener's first wait to resubscribe, doubled up to RECONNECT_MAX_S
+RECONNECT_MAX_S = 5.0
 
 
 class RedisBus(Bus):
@@ -46,13 +49,17 @@ class RedisBus(Bus):
         prefix: str = "cuecard:",
         max_pending: int = 2000,
         act_timeout_s: float = 2.0,
+        socket_timeout_s: float = 5.0,
     ) -> None:
         super().__init__(max_pending)
         self._url = url
         self._p = prefix + "bus:"
         self._origin = uuid.uuid4().hex  # this process; never reused across restarts
         self._act_timeout_s = act_timeout_s
-        self._r: aioredis.Redis | None = None
+        self._socket_timeout_s = socket_timeout_s
+        self._r: aioredis.Redis | None = None  # publishing (commands time out)
+        self._sub: aioredis.Redis | None = None  # the subscription (waits for messages)
+        self._publishing_ok = True
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(OUTBOX_MAX)
         self._tasks: list[asyncio.Task[None]] = []
         self._answering: set[asyncio.Task[None]] = set()
@@ -62,12 +69,20 @@ class RedisBus(Bus):
 
     async def start(self, actions: ActionHandler) -> None:
         self._actions = actions
-        self._r = aioredis.Redis.from_url(self._url, decode_responses=True)
+        timeout_s = self._socket_timeout_s
+        self._r = aioredis.Redis.from_url(
+            self._url, decode_responses=True, socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+        )  # fmt: skip
+        self._sub = aioredis.Redis.from_url(
+            self._url, decode_responses=True, socket_connect_timeout=timeout_s
+        )
         try:
             await self._r.ping()
         except (RedisError, OSError) as exc:
             await self._r.aclose()
-            self._r = None
+            await self._sub.aclose()
+            self._r = self._sub = None
             raise StoreError(f"cannot reach Redis at {self._url}: {exc}") from exc
         self._tasks = [
             asyncio.create_task(self._listen(), name="redis-bus-listen"),
@@ -87,8 +102,9 @@ class RedisBus(Bus):
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._r is not None:
-            await self._r.aclose()
+        for client in (self._r, self._sub):
+            if client is not None:
+                await client.aclose()
 
     # -- out ---------------------------------------------------------------------------------
 
@@ -119,8 +135,9 @@ class RedisBus(Bus):
             self._count_drop("outbox full")
 
     def _count_drop(self, why: str) -> None:
-        if self.dropped == 0:
+        if self._publishing_ok:
             log.warning("redis bus: dropping messages for other instances (%s)", why)
+            self._publishing_ok = False
         self.dropped += 1
 
     async def _drain(self) -> None:
@@ -131,25 +148,36 @@ class RedisBus(Bus):
                 await self._r.publish(channel, message)
             except (RedisError, OSError) as exc:
                 self._count_drop(f"Redis: {exc}")
+            else:
+                if not self._publishing_ok and not self._outbox.full():
+                    log.info("redis bus: publishing to other instances again")
+                    self._publishing_ok = True
             finally:
                 self._outbox.task_done()
 
     # -- in ----------------------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        assert self._r is not None
+        assert self._sub is not None
+        wait_s, lost = RECONNECT_S, False
         while True:
-            pubsub = self._r.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._sub.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(self._p + "ev:*", self._p + "act:*")
                 await pubsub.subscribe(self._p + f"re:{self._origin}")
                 self._subscribed.set()
+                if lost:
+                    log.info("redis bus: listening to other instances again")
+                wait_s, lost = RECONNECT_S, False
                 async for message in pubsub.listen():
                     if message["type"] in ("message", "pmessage"):
                         self._dispatch(message["channel"], message["data"])
             except (RedisError, OSError) as exc:
-                log.warning("redis bus: listening failed (%s); retrying", exc)
-                await asyncio.sleep(RECONNECT_S)
+                if not lost:
+                    log.warning("redis bus: lost the subscription (%s); resubscribing", exc)
+                lost = True
+                await asyncio.sleep(wait_s)
+                wait_s = min(RECONNECT_MAX_S, wait_s * 2)
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()

@@ -10,6 +10,18 @@ call's keys in one Redis Cluster slot):
 - ``p summary:{id}`` the summary JSON; ``p deliveries:{id}`` list of webhook attempts
 - ``p calls`` sorted set of call ids by started_at
 - ``p instance:{owner}`` a heartbeat key with a TTL, refreshed while the instance runs
+- ``p webhook:{id}`` hash: delivery_id -> JSON ``{"by": instance, "body": payload}``;
+  ``p webhooks`` set of the call ids with a delivery that may still be pending
+- ``p schema`` the layout's version (``SCHEMA_VERSION``; below)
+
+Versions: ``open`` sets ``p schema`` on first use (to ``SCHEMA_VERSION``, or to 1 when it
+finds calls stored before there was a version key), runs the migrations the store lacks in
+order (``_MIGRATIONS``), and refuses with ``StoreError`` a store a newer Cuecard wrote.
+
+Failures: every Redis error or dropped connection leaves a method as ``StoreError`` (the REST
+API answers 503); the first failure after a success logs one WARNING, the first success
+after failures one INFO. Commands time out after ``socket_timeout_s`` (a Redis that stops
+answering without closing the connection is a failure too, not a hang).
 
 Every per-call write is one Lua script that first checks the call exists, so a write racing a
 delete never resurrects a half call. Durability is Redis's: run it with ``appendonly yes`` and
@@ -18,15 +30,21 @@ delete never resurrects a half call. Durability is Redis's: run it with ``append
 ``mark_live_calls_interrupted`` marks live calls owned by this instance, or by an instance whose
 heartbeat expired, so one instance restarting never touches calls another is still serving.
 Listing with filters scans the calls in the time range (one pipelined round trip per page).
+
+(Over STYLE's 400 lines: one backend of the whole ``CallStore`` protocol, its key layout and
+every write that depends on it kept in one file.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import logging
 import socket
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -39,8 +57,14 @@ from server.store import (
     CallRecord,
     CallStatus,
     DeliveryAttempt,
+    PendingDelivery,
     StoreError,
 )
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+SCHEMA_VERSION = 2
 
 _APPEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
@@ -59,11 +83,40 @@ redis.call('SET', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'outcome', ARGV[2])
 return 1
 """
+_QUEUE_DELIVERY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[3])
+for i = 4, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+return 1
+"""
 _RPUSH_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 return 1
 """
+
+
+def _unavailable(
+    fn: Callable[Concatenate[RedisCallStore, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[RedisCallStore, P], Coroutine[Any, Any, T]]:
+    """Redis errors and dropped connections leave ``fn`` as ``StoreError``; the store's
+    health (one log line per change) follows what happened."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: RedisCallStore, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            result = await fn(self, *args, **kwargs)
+        except StoreError:  # CallNotFound: Redis answered
+            self._answered()
+            raise
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            raise StoreError(f"Redis at {self._url} is unavailable: {exc}") from exc
+        self._answered()
+        return result
+
+    return wrapper
 
 
 class RedisCallStore:
@@ -89,7 +142,9 @@ class RedisCallStore:
         self._hset_if_exists = client.register_script(_HSET_IF_EXISTS)
         self._put_summary = client.register_script(_PUT_SUMMARY)
         self._rpush_if_exists = client.register_script(_RPUSH_IF_EXISTS)
+        self._queue_delivery = client.register_script(_QUEUE_DELIVERY)
         self._heartbeat: asyncio.Task[None] | None = None
+        self.available = True  # False from a failure until the next command that succeeds
 
     @classmethod
     async def open(
@@ -99,6 +154,7 @@ class RedisCallStore:
         prefix: str = "cuecard:",
         instance_id: str | None = None,
         heartbeat_ttl_s: float = 30.0,
+        socket_timeout_s: float = 5.0,
         clock: Clock | None = None,
     ) -> RedisCallStore:
         """Connect and start the instance heartbeat. ``instance_id`` should be stable across
@@ -106,7 +162,12 @@ class RedisCallStore:
         if Redis does not answer."""
         if heartbeat_ttl_s <= 0:
             raise ValueError(f"heartbeat_ttl_s must be > 0, got {heartbeat_ttl_s}")
-        client = aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+        client = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=socket_timeout_s,
+            socket_timeout=socket_timeout_s,
+        )
         store = cls(
             client,
             url=url,
@@ -117,11 +178,50 @@ class RedisCallStore:
         )
         try:
             await store._beat()
+            await store._check_schema()
         except (RedisError, OSError) as exc:
             await client.aclose()
             raise StoreError(f"cannot reach Redis at {url}: {exc}") from exc
+        except BaseException:
+            await client.aclose()
+            raise
         store._heartbeat = asyncio.create_task(store._heartbeat_loop(), name="redis-heartbeat")
         return store
+
+    async def _check_schema(self) -> None:
+        key = self._p + "schema"
+        raw = await self._r.get(key)
+        if raw is None:  # first use, or calls stored before the version key existed (1)
+            found = 1 if await self._r.exists(self._p + "calls") else SCHEMA_VERSION
+            await self._r.set(key, found, nx=True)
+            raw = await self._r.get(key)
+        version = int(str(raw))
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"Redis at {self._url} (prefix {self._p!r}) holds schema version {version}, "
+                f"newer than this Cuecard's {SCHEMA_VERSION}: run the Cuecard that wrote it, "
+                "or a newer one"
+            )
+        for to_version in range(version + 1, SCHEMA_VERSION + 1):
+            await _MIGRATIONS[to_version](self)
+            await self._r.set(key, to_version)
+            log.info(
+                "Redis store %s%s: migrated to schema version %d", self._url, self._p, to_version
+            )
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.available:
+            log.warning(
+                "Redis at %s is unavailable (%s): calls keep coaching from memory and their "
+                "events wait to be stored; REST answers 503 until it is back",
+                self._url, exc,
+            )  # fmt: skip
+        self.available = False
+
+    def _answered(self) -> None:
+        if not self.available:
+            log.info("Redis at %s answers again", self._url)
+        self.available = True
 
     async def _beat(self) -> None:
         await self._r.set(self._p + f"instance:{self.instance_id}", "1", px=int(self._ttl_s * 1e3))
@@ -131,14 +231,14 @@ class RedisCallStore:
             await asyncio.sleep(self._ttl_s / 3)
             try:
                 await self._beat()
-            except (RedisError, OSError):
-                continue  # a transient outage; the next beat retries before the TTL runs out
+            except (RedisError, OSError) as exc:
+                self._failed(exc)  # the next beat retries before the TTL runs out
+                continue
+            self._answered()
 
+    @_unavailable
     async def ping(self) -> None:
-        try:
-            await self._r.ping()
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"cannot reach Redis at {self._url}: {exc}") from exc
+        await self._r.ping()
 
     async def close(self) -> None:
         if self._heartbeat is not None:
@@ -152,6 +252,7 @@ class RedisCallStore:
 
     # -- writing ----------------------------------------------------------------------------
 
+    @_unavailable
     async def open_call(self, meta: CallMeta) -> None:
         key = self._k("call", meta.call_id)
         async with self._r.pipeline(transaction=True) as pipe:
@@ -168,6 +269,7 @@ class RedisCallStore:
             pipe.zadd(self._p + "calls", {meta.call_id: meta.started_at}, nx=True)
             await pipe.execute()
 
+    @_unavailable
     async def append(self, call_id: str, event: dict[str, Any]) -> int:
         text = ""
         if event.get("type") == "transcript" and event.get("is_final", True):
@@ -178,11 +280,13 @@ class RedisCallStore:
             raise CallNotFound(call_id)
         return seq
 
+    @_unavailable
     async def close_call(self, call_id: str, status: CallStatus) -> None:
         args = ["status", status, "ended_at", _j(self._clock.now())]
         if not await self._hset_if_exists(keys=[self._k("call", call_id)], args=args):
             raise CallNotFound(call_id)
 
+    @_unavailable
     async def put_summary(self, call_id: str, summary: dict[str, Any]) -> None:
         outcome = summary.get("outcome")
         keys = [self._k("call", call_id), self._k("summary", call_id)]
@@ -190,12 +294,72 @@ class RedisCallStore:
         if not await self._put_summary(keys=keys, args=args):
             raise CallNotFound(call_id)
 
+    @_unavailable
     async def record_delivery(self, attempt: DeliveryAttempt) -> None:
         a = attempt
         body = [a.call_id, a.delivery_id, a.url, a.attempt, a.at, a.outcome, a.status_code, a.error]
         keys = [self._k("call", a.call_id), self._k("deliveries", a.call_id)]
         await self._rpush_if_exists(keys=keys, args=[_j(body)])
 
+    @_unavailable
+    async def queue_delivery(
+        self, call_id: str, delivery_id: str, payload: dict[str, Any], urls: list[str], at: float
+    ) -> None:
+        keys = [
+            self._k("call", call_id),
+            self._k("deliveries", call_id),
+            self._k("webhook", call_id),
+            self._p + "webhooks",
+        ]
+        pending = [_j([call_id, delivery_id, url, 0, at, "pending", None, None]) for url in urls]
+        held = _j({"by": self.instance_id, "body": payload})
+        args = [delivery_id, held, call_id, *pending]
+        if not await self._queue_delivery(keys=keys, args=args):
+            raise CallNotFound(call_id)
+
+    @_unavailable
+    async def delivery_payload(self, call_id: str) -> tuple[str, dict[str, Any]] | None:
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.exists(self._k("call", call_id))
+            pipe.hgetall(self._k("webhook", call_id))
+            pipe.lrange(self._k("deliveries", call_id), 0, -1)
+            exists, held, rows = await pipe.execute()
+        if not exists:
+            raise CallNotFound(call_id)
+        for row in reversed(rows):
+            delivery_id = json.loads(row)[1]
+            if delivery_id in held:
+                return delivery_id, dict(json.loads(held[delivery_id])["body"])
+        return None
+
+    @_unavailable
+    async def pending_deliveries(self) -> list[PendingDelivery]:
+        ids = sorted(str(c) for c in await self._r.smembers(self._p + "webhooks"))
+        async with self._r.pipeline(transaction=False) as pipe:
+            for cid in ids:
+                pipe.hgetall(self._k("webhook", cid))
+                pipe.lrange(self._k("deliveries", cid), 0, -1)
+            res = await pipe.execute()
+        out: list[PendingDelivery] = []
+        alive: dict[str, bool] = {self.instance_id: False}
+        for i, cid in enumerate(ids):
+            held, rows = res[2 * i], res[2 * i + 1]
+            last = {(r[1], r[2]): r for r in map(json.loads, rows)}  # the last row per URL
+            open_ = [r for r in last.values() if r[5] in ("pending", "retrying") and r[1] in held]
+            if not open_:
+                # nothing left to resume (a redelivery racing this adds it back on its own)
+                await self._r.srem(self._p + "webhooks", cid)
+                continue
+            for r in open_:
+                kept = json.loads(held[r[1]])
+                by = str(kept.get("by"))
+                if by not in alive:
+                    alive[by] = bool(await self._r.exists(self._p + f"instance:{by}"))
+                if not alive[by]:
+                    out.append(PendingDelivery(cid, r[1], r[2], dict(kept["body"]), r[3], r[4]))
+        return sorted(out, key=lambda d: d.last_at)
+
+    @_unavailable
     async def delete_call(self, call_id: str) -> None:
         if not await self._delete([call_id]):
             raise CallNotFound(call_id)
@@ -206,11 +370,14 @@ class RedisCallStore:
         async with self._r.pipeline(transaction=False) as pipe:
             for cid in call_ids:
                 pipe.delete(self._k("call", cid))
-                pipe.delete(*(self._k(k, cid) for k in ("events", "text", "summary", "deliveries")))
+                kinds = ("events", "text", "summary", "deliveries", "webhook")
+                pipe.delete(*(self._k(k, cid) for k in kinds))
                 pipe.zrem(self._p + "calls", cid)
+                pipe.srem(self._p + "webhooks", cid)
             results = await pipe.execute()
-        return sum(int(r) for r in results[0::3])
+        return sum(int(r) for r in results[0::4])
 
+    @_unavailable
     async def purge_older_than(self, max_age_s: float) -> list[str]:
         if max_age_s <= 0:
             raise ValueError(f"max_age_s must be > 0, got {max_age_s}")
@@ -221,6 +388,7 @@ class RedisCallStore:
         await self._delete(old)
         return old
 
+    @_unavailable
     async def mark_live_calls_interrupted(self) -> list[str]:
         ids = _ids(await self._r.zrange(self._p + "calls", 0, -1))
         async with self._r.pipeline(transaction=False) as pipe:
@@ -253,11 +421,13 @@ class RedisCallStore:
                 pipe.hget(self._k("call", cid), field)
             return list(await pipe.execute())
 
+    @_unavailable
     async def events(self, call_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
         await self._require(call_id)
         bodies = await self._r.lrange(self._k("events", call_id), after_seq, -1)
         return [{**json.loads(b), "seq": after_seq + i + 1} for i, b in enumerate(bodies)]
 
+    @_unavailable
     async def get_call(self, call_id: str) -> CallRecord:
         records = await self._records([call_id])
         if records[0] is None:
@@ -277,6 +447,7 @@ class RedisCallStore:
             out.append(_record(cid, h, int(n), bool(has_summary)) if h else None)
         return out
 
+    @_unavailable
     async def get_summary(self, call_id: str) -> dict[str, Any] | None:
         async with self._r.pipeline(transaction=False) as pipe:
             pipe.exists(self._k("call", call_id))
@@ -286,11 +457,13 @@ class RedisCallStore:
             raise CallNotFound(call_id)
         return None if body is None else dict(json.loads(body))
 
+    @_unavailable
     async def deliveries(self, call_id: str) -> list[DeliveryAttempt]:
         await self._require(call_id)
         rows = await self._r.lrange(self._k("deliveries", call_id), 0, -1)
         return [DeliveryAttempt(*json.loads(r)) for r in rows]
 
+    @_unavailable
     async def list_calls(self, flt: CallFilter) -> list[CallRecord]:
         lo = "-inf" if flt.since is None else repr(flt.since)
         hi = "+inf" if flt.until is None else f"({flt.until!r}"
@@ -306,6 +479,17 @@ class RedisCallStore:
         records = [r for r in await self._records(ids) if r is not None and _matches(r, flt)]
         records.sort(key=lambda r: (-r.started_at, r.call_id))
         return records[flt.offset : flt.offset + flt.limit]
+
+
+async def _add_webhook_index(store: RedisCallStore) -> None:
+    """2: ``p webhook:{id}`` and ``p webhooks`` (durable webhook deliveries). A version-1
+    store has no pending delivery to index (its deliveries were never resumable), so there
+    is nothing to move: the keys appear with the first delivery queued."""
+
+
+# version -> the step that brings a store from the version before it
+_MIGRATIONS: dict[int, Callable[[RedisCallStore], Awaitable[None]]] = {2: _add_webhook_index}
+assert sorted(_MIGRATIONS) == list(range(2, SCHEMA_VERSION + 1))
 
 
 def _matches(r: CallRecord, flt: CallFilter) -> bool:

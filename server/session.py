@@ -20,7 +20,9 @@ recognizer's jobs (``nlp.scheduler.AsrScheduler``: a newer partial replaces an o
 (``nlp.asr.TranscriptQueue``: finals wait, partials replace or drop); the coach inbox
 (``coach_inbox``; transcripts, insights and card actions wait, a tick is skipped while one is
 still queued). ``emit`` stores an event before any viewer sees it (partials are shown, never
-stored). A failing stage after the recognizer degrades the call with a ``status`` event
+stored); durable events go through the call's ``server.outbox.StoreOutbox``, which holds them
+in order while the store is down, and the end of the call (summary, status, close) follows
+them there. A failing stage after the recognizer degrades the call with a ``status`` event
 instead of ending it; only the transport ends a session. When the recognizer sheds live
 partials (``server.overload``) the rep is told with a ``degraded`` status, not stored, and with
 ``live`` once it has caught up.
@@ -62,11 +64,13 @@ from nlp.transcript import Transcript
 from server.bus import Bus
 from server.clock import call_date_of
 from server.handoff import hand_off_call
+from server.ingest import TRY_AGAIN_LATER, ProtocolError
 from server.latency import LatencyProbe
 from server.logs import TRANSCRIPT_FIELD, TRANSCRIPTS, bind_call
 from server.metrics import Metrics, TimedExecutor
+from server.outbox import OutboxOptions, StoreOutbox
 from server.overload import OverloadWatch
-from server.store import CallMeta, CallStatus, CallStore
+from server.store import CallMeta, CallStatus, CallStore, StoreError
 from server.voiceprints import VoiceprintStore
 from server.webhooks import WebhookSender
 from server.wire import END_STATES, Status, StatusState, WireEvent, is_durable, to_wire
@@ -106,6 +110,7 @@ class Engines:
     audio_queue_chunks: int = 400  # 4 s of 20 ms frames of a two-channel call
     coach_inbox: int = 64
     tick_every_s: float = 0.25
+    outbox: OutboxOptions = field(default_factory=OutboxOptions)  # durable events, store down
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +161,10 @@ class CallSession:
         self.finals = 0
         self._latency = LatencyProbe()
         self._overload = OverloadWatch()
+        self._ended = False  # the call is closed in the store
+        self._outbox = StoreOutbox(
+            self.call_id, store, self._publish, engines.outbox, on_hold=self._storage_held
+        )
 
     @property
     def audio_s(self) -> float:
@@ -174,7 +183,10 @@ class CallSession:
     async def start(self) -> None:
         bind_call(self.call_id, self.meta.rep_id)  # this task's and the call's log lines
         log.info("call started (%s)", self.meta.source)
-        await self._store.open_call(self.meta)
+        try:
+            await self._store.open_call(self.meta)
+        except StoreError as exc:  # no call is opened while the store is down
+            raise ProtocolError(TRY_AGAIN_LATER, f"call storage unavailable: {exc}") from exc
         await self._emit(Status("live", "audio stream open", 0.0))
         try:
             prior = parse_prior(self.meta.prior)
@@ -189,7 +201,10 @@ class CallSession:
         self._task = asyncio.create_task(self._run(self._coach), name=f"call-{self.call_id}")
 
     async def feed(self, chunks: list[AudioChunk]) -> None:
-        """Audio from the transport; waits while the audio queue is full (back-pressure)."""
+        """Audio from the transport; waits while the audio queue is full (back-pressure).
+        Raises ``ProtocolError`` (1011; the call ends interrupted) once events were lost."""
+        if self._outbox.failed:
+            raise ProtocolError(1011, "call storage unavailable: the call cannot be stored whole")
         for chunk in chunks:
             self.progress.received(chunk.speaker, chunk.end_sample)  # raises for a stranger
             await self._audio.put(chunk)
@@ -207,10 +222,16 @@ class CallSession:
         # the record and the webhook say how the call really ended; a non-final state
         # (live, degraded) passed here means it was cut off
         call_status: CallStatus = state if state in END_STATES else "interrupted"
-        await self._summarize(call_status)
-        await self._emit(Status(state, detail, self.audio_s))
-        await self._store.close_call(self.call_id, call_status)
-        self._bus.end(self.call_id)
+        # after every held event, each step retried while the store is down (server.outbox)
+        self._outbox.then(lambda: self._summarize(call_status))
+        self._outbox.then(lambda: self._closing(state, detail))
+        self._outbox.then(lambda: self._close_call(call_status))
+        if not await self._outbox.settle():
+            log.warning(
+                "call %s ended while its store is unavailable: its end is stored once the store "
+                "is back (or it is marked interrupted at the next start)",
+                self.call_id,
+            )
 
     async def act(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         """A message from the rep's page (a card action). Card changes go to every viewer;
@@ -289,9 +310,10 @@ class CallSession:
         for event in out:
             await self._emit(event)
 
-    async def _summarize(self, call_status: CallStatus) -> None:
+    async def _summarize(self, call_status: CallStatus) -> list[dict[str, Any]]:
         """The call's summary from what was stored, stored with the call, handed to the
-        webhooks, then shown; a failure degrades, never loses the call."""
+        webhooks; the event to show. A store failure raises (the outbox retries); any other
+        failure degrades, never loses the call."""
         try:
             summary = await hand_off_call(
                 self._store,
@@ -300,23 +322,52 @@ class CallSession:
                 self.call_id,
                 call_status,
             )
-            await self._emit(summary)
-            log.info(
-                "call over (%s): %.1f s of audio, %d finals", call_status, self.audio_s, self.finals
-            )
+        except StoreError:
+            raise
         except Exception:
             log.exception("call %s: summary failed", self.call_id)
-            await self._emit(Status("degraded", "summary failed", self.audio_s))
+            return [to_wire(Status("degraded", "summary failed", self.audio_s))]
+        return [to_wire(summary)]
+
+    async def _closing(self, state: StatusState, detail: str) -> list[dict[str, Any]]:
+        return [to_wire(Status(state, detail, self.audio_s))]
+
+    async def _close_call(self, call_status: CallStatus) -> list[dict[str, Any]]:
+        await self._store.close_call(self.call_id, call_status)
+        self._ended = True
+        log.info(
+            "call over (%s): %.1f s of audio, %d finals", call_status, self.audio_s, self.finals
+        )
+        self._bus.end(self.call_id)
+        return []
+
+    def _publish(self, wire: dict[str, Any]) -> None:
+        self._bus.publish(self.call_id, wire)
+
+    def _storage_held(self, held: bool) -> None:
+        """Tell the viewers (not stored: the store is what is missing) that durable events
+        wait for the store, and when it answers again."""
+        if self._ended:
+            return
+        status = (
+            Status("degraded", "call storage unavailable: transcript and cards wait for it",
+                   self.audio_s)
+            if held
+            else Status("live", "call storage back", self.audio_s)
+        )  # fmt: skip
+        self._bus.publish(self.call_id, to_wire(status))
 
     async def _emit(self, event: WireEvent, *, durable: bool | None = None) -> None:
-        """Store (what ``is_durable`` says is stored), then publish."""
+        """Store (what ``is_durable`` says is stored), then publish: through the outbox, which
+        holds durable events in order while the store is down; the rest at once."""
         wire = to_wire(event)
         loop = asyncio.get_running_loop()
         if durable if durable is not None else is_durable(event):
             t0 = loop.time()
-            wire["seq"] = await self._store.append(self.call_id, wire)
+            await self._outbox.put(wire)  # stored, then published (held while the store is down)
             self.engines.metrics.store_append(loop.time() - t0)
-        self._bus.publish(self.call_id, wire)
+        else:
+            self._bus.publish(self.call_id, wire)
         if (latency := self._latency.observe(event, loop.time())) is not None:
             self.engines.metrics.latency(*latency)
 

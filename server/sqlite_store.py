@@ -9,8 +9,15 @@ Threading: one connection, owned by one worker thread (a single-thread executor)
 blocking call runs there, so the event loop never blocks and SQLite sees a single writer.
 Other processes (``cuecard calls``) may read the same file concurrently (WAL readers).
 
+Schema: ``PRAGMA user_version`` counts the migrations applied (``_MIGRATIONS``, oldest first).
+``open`` creates a new file at ``SCHEMA_VERSION``, brings an older one up in one transaction,
+and refuses (``StoreError`` naming the file and both versions) a file a newer Cuecard wrote.
+
 Text search uses an FTS5 index over final transcript text (external content, kept in step
 by triggers); when the SQLite build lacks FTS5 it falls back to ``LIKE``.
+
+(Over STYLE's 400 lines: one backend of the whole ``CallStore`` protocol, its schema history
+and the queries on it kept in one file.)
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from server.store import (
     CallRecord,
     CallStatus,
     DeliveryAttempt,
+    PendingDelivery,
     StoreError,
 )
 
@@ -39,44 +47,62 @@ T = TypeVar("T")
 
 DB_FILENAME = "calls.sqlite3"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS calls (
-    call_id TEXT PRIMARY KEY,
-    source TEXT NOT NULL,
-    rep_id TEXT,
-    started_at REAL NOT NULL,
-    ended_at REAL,
-    status TEXT NOT NULL,
-    outcome TEXT,
-    prior TEXT NOT NULL DEFAULT '{}',
-    summary TEXT
-);
-CREATE INDEX IF NOT EXISTS calls_started ON calls(started_at);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    call_id TEXT NOT NULL REFERENCES calls(call_id) ON DELETE CASCADE,
-    seq INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    speaker TEXT,
-    start_s REAL,
-    end_s REAL,
-    text TEXT,
-    body TEXT NOT NULL,
-    UNIQUE (call_id, seq)
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    id INTEGER PRIMARY KEY,
-    call_id TEXT NOT NULL REFERENCES calls(call_id) ON DELETE CASCADE,
-    delivery_id TEXT NOT NULL,
-    url TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    at REAL NOT NULL,
-    outcome TEXT NOT NULL,
-    status_code INTEGER,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS deliveries_call ON deliveries(call_id);
-"""
+# The schema's history, oldest first: migration i brings a database from version i to i + 1
+# (``PRAGMA user_version``). A new database runs them all; an older one the ones it lacks, in
+# one transaction. Never edit a shipped migration: append one.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the schema as it was before versioning (such files say 0; every statement is
+    # IF NOT EXISTS, so on them this only sets the version)
+    (
+        """CREATE TABLE IF NOT EXISTS calls (
+            call_id TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            rep_id TEXT,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            status TEXT NOT NULL,
+            outcome TEXT,
+            prior TEXT NOT NULL DEFAULT '{}',
+            summary TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS calls_started ON calls(started_at)",
+        """CREATE TABLE IF NOT EXISTS events (
+            id INTEGER PRIMARY KEY,
+            call_id TEXT NOT NULL REFERENCES calls(call_id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            speaker TEXT,
+            start_s REAL,
+            end_s REAL,
+            text TEXT,
+            body TEXT NOT NULL,
+            UNIQUE (call_id, seq)
+        )""",
+        """CREATE TABLE IF NOT EXISTS deliveries (
+            id INTEGER PRIMARY KEY,
+            call_id TEXT NOT NULL REFERENCES calls(call_id) ON DELETE CASCADE,
+            delivery_id TEXT NOT NULL,
+            url TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            at REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            status_code INTEGER,
+            error TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS deliveries_call ON deliveries(call_id)",
+    ),
+    # 2: what a webhook delivery sends, kept with it so a restart can re-send it unchanged
+    (
+        """CREATE TABLE webhook_payloads (
+            call_id TEXT NOT NULL REFERENCES calls(call_id) ON DELETE CASCADE,
+            delivery_id TEXT NOT NULL,
+            body TEXT NOT NULL,
+            PRIMARY KEY (call_id, delivery_id)
+        )""",
+        "CREATE INDEX deliveries_outcome ON deliveries(outcome)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 _FTS_SCHEMA = """
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts
@@ -119,7 +145,10 @@ class SqliteCallStore:
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:  # disk full, I/O error, locked past busy_timeout: a 503
+            raise StoreError(f"call database {self.path}: {exc}") from exc
 
     def _connect(self) -> None:
         self.path = self.path.expanduser()
@@ -131,18 +160,24 @@ class SqliteCallStore:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             conn = sqlite3.connect(self.path, isolation_level=None)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise StoreError(f"cannot open call database {self.path}: {exc}") from exc
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=5000")
-            conn.executescript(_SCHEMA)
+            _migrate(conn, self.path)
             try:
                 conn.executescript(_FTS_SCHEMA)
                 self.has_fts = True
             except sqlite3.OperationalError:
                 self.has_fts = False
             conn.execute("PRAGMA quick_check").fetchone()
-        except (sqlite3.DatabaseError, OSError) as exc:
+        except BaseException as exc:
+            conn.close()
+            if not isinstance(exc, sqlite3.DatabaseError | OSError):
+                raise
             raise StoreError(
                 f"cannot open call database {self.path}: {exc} "
                 "(move the file aside to start with an empty store)"
@@ -248,6 +283,56 @@ class SqliteCallStore:
 
         await self._run(_record)
 
+    async def queue_delivery(
+        self, call_id: str, delivery_id: str, payload: dict[str, Any], urls: list[str], at: float
+    ) -> None:
+        def _queue() -> None:
+            with self._db:
+                self._require(call_id)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO webhook_payloads(call_id, delivery_id, body) "
+                    "VALUES (?, ?, ?)",
+                    (call_id, delivery_id, _dumps(payload)),
+                )
+                self._db.executemany(
+                    "INSERT INTO deliveries(call_id, delivery_id, url, attempt, at, outcome) "
+                    "VALUES (?, ?, ?, 0, ?, 'pending')",
+                    [(call_id, delivery_id, url, at) for url in urls],
+                )
+
+        await self._run(_queue)
+
+    async def delivery_payload(self, call_id: str) -> tuple[str, dict[str, Any]] | None:
+        def _get() -> tuple[str, dict[str, Any]] | None:
+            self._require(call_id)
+            row = self._db.execute(
+                "SELECT p.delivery_id, p.body FROM webhook_payloads p JOIN deliveries d "
+                "ON d.call_id = p.call_id AND d.delivery_id = p.delivery_id "
+                "WHERE p.call_id = ? ORDER BY d.id DESC LIMIT 1",
+                (call_id,),
+            ).fetchone()
+            return None if row is None else (row[0], dict(json.loads(row[1])))
+
+        return await self._run(_get)
+
+    async def pending_deliveries(self) -> list[PendingDelivery]:
+        def _pending() -> list[PendingDelivery]:
+            rows = self._db.execute(
+                "SELECT d.call_id, d.delivery_id, d.url, p.body, d.attempt, d.at "
+                "FROM deliveries d JOIN webhook_payloads p "
+                "ON p.call_id = d.call_id AND p.delivery_id = d.delivery_id "
+                "WHERE d.outcome IN ('pending', 'retrying') AND NOT EXISTS ("
+                "  SELECT 1 FROM deliveries l WHERE l.call_id = d.call_id "
+                "  AND l.delivery_id = d.delivery_id AND l.url = d.url AND l.id > d.id) "
+                "ORDER BY d.id"
+            ).fetchall()
+            return [
+                PendingDelivery(cid, did, url, dict(json.loads(body)), int(n), float(at))
+                for cid, did, url, body, n, at in rows
+            ]
+
+        return await self._run(_pending)
+
     async def delete_call(self, call_id: str) -> None:
         def _delete() -> None:
             with self._db:
@@ -263,6 +348,7 @@ class SqliteCallStore:
         for call_id in call_ids:
             db.execute("DELETE FROM events WHERE call_id = ?", (call_id,))
             db.execute("DELETE FROM deliveries WHERE call_id = ?", (call_id,))
+            db.execute("DELETE FROM webhook_payloads WHERE call_id = ?", (call_id,))
             n += db.execute("DELETE FROM calls WHERE call_id = ?", (call_id,)).rowcount
         return n
 
@@ -394,6 +480,29 @@ class SqliteCallStore:
                 escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
                 params.append(f"%{escaped}%")
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the database to ``SCHEMA_VERSION`` in one transaction (others wait: ``BEGIN
+    IMMEDIATE``); refuse one written by a newer Cuecard."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"call database {path} is at schema version {version}, newer than this "
+                f"Cuecard's {SCHEMA_VERSION}: run the Cuecard that wrote it, or a newer one"
+            )
+        for statements in _MIGRATIONS[version:]:
+            for sql in statements:
+                conn.execute(sql)
+        if version < SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _words(text: str) -> list[str]:

@@ -20,7 +20,9 @@ CallStatus = Literal["live", "ended", "interrupted", "timed_out", "limit_exceede
 CALL_STATUSES: tuple[CallStatus, ...] = typing.get_args(CallStatus)
 CallSource = Literal["native", "twilio", "audiohook", "vonage", "webrtc", "file"]
 
-DeliveryOutcome = Literal["delivered", "retrying", "failed"]
+# ``pending``: queued, not sent yet (attempt 0); ``retrying``: this attempt failed, another follows
+DeliveryOutcome = Literal["pending", "delivered", "retrying", "failed"]
+DELIVERY_OUTCOMES: tuple[DeliveryOutcome, ...] = typing.get_args(DeliveryOutcome)
 
 
 class StoreError(Exception):
@@ -89,11 +91,24 @@ class DeliveryAttempt:
     call_id: str
     delivery_id: str  # the same for every attempt of one delivery (idempotency key)
     url: str
-    attempt: int  # 1-based
+    attempt: int  # 1-based; 0 for the ``pending`` record made when the delivery is queued
     at: float  # wall-clock epoch seconds
     outcome: DeliveryOutcome
     status_code: int | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDelivery:
+    """A delivery to one URL whose last record is ``pending`` or ``retrying``: what a restart
+    re-sends (the same ``delivery_id`` and payload)."""
+
+    call_id: str
+    delivery_id: str
+    url: str
+    payload: dict[str, Any]  # what ``queue_delivery`` kept: call_status and summary
+    attempts: int  # attempts made so far in its series (0: never sent)
+    last_at: float  # epoch seconds of its last record
 
 
 class CallStore(Protocol):
@@ -135,6 +150,21 @@ class CallStore(Protocol):
 
     async def deliveries(self, call_id: str) -> list[DeliveryAttempt]:
         """The call's webhook attempts in the order they were made."""
+
+    async def queue_delivery(
+        self, call_id: str, delivery_id: str, payload: dict[str, Any], urls: list[str], at: float
+    ) -> None:
+        """Keep what a delivery sends and, in the same write, a ``pending`` attempt 0 for each
+        of ``urls`` (a new series: a redelivery keeps its ``delivery_id``); raises
+        ``CallNotFound``."""
+
+    async def delivery_payload(self, call_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The id and payload of the call's latest queued delivery, or None; raises
+        ``CallNotFound``."""
+
+    async def pending_deliveries(self) -> list[PendingDelivery]:
+        """At start-up: every delivery (per URL) this process should resume, oldest first
+        (Redis: those queued by this instance or by one whose heartbeat expired)."""
 
     async def purge_older_than(self, max_age_s: float) -> list[str]:
         """Delete every call that is not live and started more than ``max_age_s`` ago;

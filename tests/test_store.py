@@ -409,3 +409,126 @@ async def test_the_database_and_its_folder_are_private(tmp_path: Path) -> None:
         await store.close()
     assert folder.stat().st_mode & 0o777 == 0o700
     assert (folder / "calls.sqlite3").stat().st_mode & 0o777 == 0o600
+
+
+def _old_database(path: Path, version: int) -> None:
+    """A database as Cuecard wrote it before ``version`` + 1: the schema of the migrations up
+    to ``version`` (0: the unversioned schema, i.e. migration 1's tables without the mark),
+    with one call and one event in it."""
+    import sqlite3
+
+    from server.sqlite_store import _MIGRATIONS
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statements in _MIGRATIONS[: max(version, 1)]:
+        for sql in statements:
+            conn.execute(sql)
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.execute(
+        "INSERT INTO calls(call_id, source, started_at, status) VALUES ('old', 'native', 1, 'ended')"
+    )
+    conn.execute(
+        "INSERT INTO events(call_id, seq, type, body) VALUES ('old', 1, 'score', ?)",
+        ('{"type":"score","score":50}',),
+    )
+    conn.close()
+
+
+@pytest.mark.parametrize("version", [0, 1])
+async def test_sqlite_old_schema_is_migrated(tmp_path: Path, version: int) -> None:
+    """A database from before versioning (0) or at version 1 is brought to the latest
+    version on open, keeping its calls; the new tables work."""
+    import sqlite3
+
+    from server.sqlite_store import SCHEMA_VERSION
+
+    db = tmp_path / "calls.sqlite3"
+    _old_database(db, version)
+    store = await SqliteCallStore.open(tmp_path)
+    try:
+        assert [e["score"] for e in await store.events("old")] == [50]
+        await store.queue_delivery("old", "d1", {"summary": {}}, ["http://x"], 2.0)
+        assert [d.delivery_id for d in await store.pending_deliveries()] == ["d1"]
+    finally:
+        await store.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()
+
+
+async def test_sqlite_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A database a newer Cuecard wrote is refused with StoreError naming the file and both
+    versions, and left as it was."""
+    import sqlite3
+
+    db = tmp_path / "calls.sqlite3"
+    _old_database(db, 2)
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA user_version = 7")
+    conn.close()
+    with pytest.raises(StoreError, match=r"calls\.sqlite3 is at schema version 7, newer .* 2"):
+        await SqliteCallStore.open(tmp_path)
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 7
+    conn.close()
+
+
+async def test_redis_schema_version_key(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A new Redis prefix gets the latest version; one holding calls but no version key (from
+    before versioning) or version 1 is migrated; a newer version is refused naming both."""
+    import redis.asyncio as aioredis
+
+    from server.redis_store import SCHEMA_VERSION
+
+    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        fresh, unversioned, v1, newer = (f"t{os.urandom(4).hex()}:" for _ in range(4))
+        await r.zadd(unversioned + "calls", {"old": 1.0})
+        await r.set(v1 + "schema", "1")
+        await r.set(newer + "schema", "9")
+        caplog.set_level("INFO", logger="server.redis_store")
+        for prefix, migrated in ((fresh, False), (unversioned, True), (v1, True)):
+            caplog.clear()
+            store = await RedisCallStore.open(redis_url, prefix=prefix)
+            await store.close()
+            assert await r.get(prefix + "schema") == str(SCHEMA_VERSION) == "2"
+            assert ("migrated to schema version 2" in caplog.text) is migrated
+        with pytest.raises(StoreError, match=r"schema version 9, newer than this Cuecard's 2"):
+            await RedisCallStore.open(redis_url, prefix=newer)
+        assert await r.get(newer + "schema") == "9"
+    finally:
+        await r.aclose()
+
+
+async def test_queued_deliveries_are_pending_until_final(
+    store: tuple[CallStore, ManualClock],
+) -> None:
+    """A queued delivery is pending per URL (attempt 0) with its payload, still pending while
+    retrying, and no longer once delivered or failed; the latest payload is kept; deleting
+    the call removes it all."""
+    s, _ = store
+    await s.open_call(CallMeta("c1", "native", started_at=1.0))
+    payload = {"call_status": "ended", "summary": {"outcome": "advanced"}}
+    await s.queue_delivery("c1", "d1", payload, ["http://a", "http://b"], 10.0)
+    pending = await s.pending_deliveries()
+    assert [(p.url, p.attempts, p.payload) for p in pending] == [
+        ("http://a", 0, payload), ("http://b", 0, payload)]  # fmt: skip
+    await s.record_delivery(DeliveryAttempt("c1", "d1", "http://a", 1, 11.0, "retrying"))
+    await s.record_delivery(DeliveryAttempt("c1", "d1", "http://b", 1, 11.0, "delivered"))
+    [p] = await s.pending_deliveries()
+    assert (p.call_id, p.delivery_id, p.url, p.attempts, p.last_at) == (
+        "c1",
+        "d1",
+        "http://a",
+        1,
+        11.0,
+    )
+    await s.record_delivery(DeliveryAttempt("c1", "d1", "http://a", 2, 12.0, "failed"))
+    assert await s.pending_deliveries() == []
+    assert await s.delivery_payload("c1") == ("d1", payload)
+    with pytest.raises(CallNotFound):
+        await s.queue_delivery("nope", "d2", payload, ["http://a"], 1.0)
+    await s.queue_delivery("c1", "d1", payload, ["http://b"], 13.0)  # a redelivery
+    assert [p.url for p in await s.pending_deliveries()] == ["http://b"]
+    await s.delete_call("c1")
+    assert await s.pending_deliveries() == []
