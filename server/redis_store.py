@@ -15,8 +15,12 @@ Every per-call write is one Lua script that first checks the call exists, so a w
 delete never resurrects a half call. Durability is Redis's: run it with ``appendonly yes`` and
 ``appendfsync always`` for the same guarantee as the SQLite store.
 
-``mark_live_calls_interrupted`` marks live calls owned by this instance, or by an instance whose
-heartbeat expired, so one instance restarting never touches calls another is still serving.
+``mark_live_calls_interrupted`` (at start-up) marks live calls owned by this instance, or by an
+instance whose heartbeat expired, so one instance restarting never touches calls another is
+still serving; ``mark_orphaned_calls_interrupted`` (periodically, while running) marks only the
+dead instances' calls. Each call is marked by one atomic script that rechecks it is still
+live, still that owner's and the owner still dead, so of several instances at once exactly one
+marks it (and hands it off).
 Listing with filters scans the calls in the time range (one pipelined round trip per page).
 """
 
@@ -59,6 +63,16 @@ redis.call('SET', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'outcome', ARGV[2])
 return 1
 """
+# a live call whose owner is ARGV[1] and whose owner's heartbeat (KEYS[2]) is gone becomes
+# interrupted: atomic, so of several instances reaping at once exactly one marks (and hands
+# off) each call
+_INTERRUPT_ORPHAN = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'live' then return 0 end
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'interrupted', 'ended_at', ARGV[3])
+return 1
+"""
 _RPUSH_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[1])
@@ -89,6 +103,7 @@ class RedisCallStore:
         self._hset_if_exists = client.register_script(_HSET_IF_EXISTS)
         self._put_summary = client.register_script(_PUT_SUMMARY)
         self._rpush_if_exists = client.register_script(_RPUSH_IF_EXISTS)
+        self._interrupt_orphan = client.register_script(_INTERRUPT_ORPHAN)
         self._heartbeat: asyncio.Task[None] | None = None
 
     @classmethod
@@ -222,22 +237,32 @@ class RedisCallStore:
         return old
 
     async def mark_live_calls_interrupted(self) -> list[str]:
+        return await self._mark_orphans(own=True)
+
+    async def mark_orphaned_calls_interrupted(self) -> list[str]:
+        return await self._mark_orphans(own=False)
+
+    async def _mark_orphans(self, *, own: bool) -> list[str]:
+        """Mark the live calls of dead instances (and, with ``own``, this instance's: it is
+        starting, so they are a previous run's) ``interrupted``; returns the ids marked here."""
         ids = _ids(await self._r.zrange(self._p + "calls", 0, -1))
         async with self._r.pipeline(transaction=False) as pipe:
             for cid in ids:
                 pipe.hmget(self._k("call", cid), ["status", "owner"])
             rows = await pipe.execute()
         marked: list[str] = []
-        alive: dict[str, bool] = {self.instance_id: False}
+        alive: dict[str, bool] = {self.instance_id: not own}
         for cid, (status, owner) in zip(ids, rows, strict=True):
-            if status != "live":
+            if status != "live" or owner is None:
                 continue
             if owner not in alive:
                 alive[owner] = bool(await self._r.exists(self._p + f"instance:{owner}"))
             if alive[owner]:
                 continue
-            args = ["status", "interrupted", "ended_at", _j(self._clock.now())]
-            if await self._hset_if_exists(keys=[self._k("call", cid)], args=args):
+            keys = [self._k("call", cid), self._p + f"instance:{owner}"]
+            recheck = "0" if owner == self.instance_id else "1"  # the beat is gone, still?
+            args = [owner, recheck, _j(self._clock.now())]
+            if await self._interrupt_orphan(keys=keys, args=args):
                 marked.append(cid)
         return sorted(marked)
 
