@@ -138,6 +138,7 @@ class CallSession:
         self._ticked_s = 0.0
         self._tick_queued = False
         self._closed = False  # the coach takes no more card actions
+        self._finishing = False  # finish() has begun
         self.finals = 0
 
     @property
@@ -174,18 +175,46 @@ class CallSession:
             self._ticked_s, self._tick_queued = self.audio_s, True
             self._inbox.put_nowait(Tick())  # a full inbox skips the tick: the next one comes
 
-    async def finish(self, state: StatusState = "ended", detail: str = "call ended") -> None:
-        """Close the audio, let every utterance in flight reach its final, then end the call."""
-        await self._audio.put(None)
-        if self._task is not None:
-            await self._task
+    async def finish(
+        self, state: StatusState = "ended", detail: str = "call ended", *, by: float | None = None
+    ) -> None:
+        """Close the audio, let every utterance in flight reach its final, then end the call
+        (summary stored, shown and handed off; closing status; record closed). Once per call:
+        a second call returns at once. ``by`` (event-loop time; the drain's deadline): what is
+        not done by then is cut off, the chain cancelled and no summary made, and the call
+        ends ``interrupted``."""
+        if self._finishing:
+            return
+        self._finishing = True
         # the record and the webhook say how the call really ended; a non-final state
         # (live, degraded) passed here means it was cut off
         call_status: CallStatus = state if state in END_STATES else "interrupted"
-        await self._summarize(call_status)
+        budget = asyncio.timeout_at(by)
+        try:
+            async with budget:
+                await self._audio.put(None)
+                if self._task is not None:
+                    await self._task
+                await self._summarize(call_status)
+        except TimeoutError:
+            if not budget.expired():
+                raise
+            await self._cancel_chain()
+            state = call_status = "interrupted"
+            detail = f"{detail}: not finished within the shutdown drain"
         await self._emit(Status(state, detail, self.audio_s))
         await self._store.close_call(self.call_id, call_status)
         self._bus.end(self.call_id)
+
+    async def _cancel_chain(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # we are cancelled too: go on
+                    raise
 
     async def act(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         """A message from the rep's page (a card action). Card changes go to every viewer;
