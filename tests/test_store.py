@@ -396,6 +396,40 @@ async def test_redis_restart_marks_only_its_own_and_dead_instances_calls(redis_u
         await b.close()
 
 
+async def test_running_instances_reap_only_dead_instances_calls_once_each(
+    redis_url: str,
+) -> None:
+    """While running, A and B both reap at once: the dead instance C's live calls are marked
+    ``interrupted`` by exactly one of them each, A's and B's own live calls never."""
+    prefix = f"t{os.urandom(4).hex()}:"
+
+    async def instance(name: str, ttl_s: float = 30.0) -> RedisCallStore:
+        return await RedisCallStore.open(
+            redis_url, prefix=prefix, instance_id=name, heartbeat_ttl_s=ttl_s
+        )
+
+    a, b, c = await instance("a"), await instance("b"), await instance("c", ttl_s=0.2)
+    dead = [f"c-live-{n}" for n in range(20)]
+    for store, call_id in ((a, "a-live"), (b, "b-live"), *((c, cid) for cid in dead)):
+        await store.open_call(CallMeta(call_id, "native", started_at=1.0))
+    await c.open_call(CallMeta("c-ended", "native", started_at=1.0))
+    await c.close_call("c-ended", "ended")
+    await c.close()  # C dies; its heartbeat runs out
+    await asyncio.sleep(0.4)
+    try:
+        by_a, by_b = await asyncio.gather(
+            a.mark_orphaned_calls_interrupted(), b.mark_orphaned_calls_interrupted()
+        )
+        assert sorted(by_a + by_b) == sorted(dead)  # every one, and none twice
+        assert not set(by_a) & set(by_b)
+        for call_id, status in (("a-live", "live"), ("b-live", "live"), ("c-ended", "ended")):
+            assert (await a.get_call(call_id)).status == status
+        assert await a.mark_orphaned_calls_interrupted() == []
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_the_database_and_its_folder_are_private(tmp_path: Path) -> None:
     """Only the service user may read what customers said: the folder the store creates is
     0700 and the database file (whose mode SQLite gives its -wal/-shm files) 0600."""
