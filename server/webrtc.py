@@ -23,8 +23,8 @@ its tracks), ``timed_out`` when a track has sent nothing for ``idle_timeout_s`` 
 says whether it never sent anything: ICE or DTLS never got through, or a dead track),
 ``limit_exceeded`` when a track sends audio faster than ``CUECARD_MAX_AUDIO_SPEED`` allows
 (WebRTC is real time; a flood is no softphone), and ``interrupted`` for audio that cannot be
-decoded. The shutdown drain stops reading the tracks: the call is finished ``server_shutdown``
-(its utterances final, its summary written) and the peer connection closed; while the server
+decoded. The shutdown drain stops reading the tracks: the peer connection is closed and the
+call finished ``server_shutdown`` (its utterances final, its summary written); while the server
 drains, an offer is refused with 503 "server shutting down". A shutdown without the drain
 cancels the call's task: the peer connection is closed and the server's shutdown finishes the
 call (``interrupted``).
