@@ -5,6 +5,7 @@ new call during the drain is refused with 1013. Real server process, real socket
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from clients.callgen import render
@@ -128,3 +130,59 @@ async def test_sigterm_drains_live_calls_before_the_process_exits(
     assert summary is not None
     stored_finals = [e["text"] for e in stored if e["type"] == "transcript"]
     assert stored_finals == [e["text"] for e in viewer.finals()]
+
+
+async def test_sigterm_drains_a_webrtc_call_and_refuses_offers_meanwhile(
+    tmp_path: Path, receiver: HeldReceiver
+) -> None:
+    """A WebRTC call at SIGTERM ends ``server_shutdown`` with its summary (viewer: 1001 after
+    them); an offer during the drain is answered 503 "server shutting down"."""
+    from clients.simulator import load_wav
+    from clients.webrtc import WebRtcOptions, send_call
+
+    wav = tmp_path / "call.wav"
+    render(SCRIPT).write(wav)
+    data = tmp_path / "data"
+    srv = start_server(
+        data,
+        CUECARD_DRAIN_S=str(DRAIN_S),
+        CUECARD_WEBHOOK_URLS=receiver.url,
+        CUECARD_WEBHOOK_SECRET="s3cret",
+    )
+    call_id = f"drained-rtc-{os.urandom(3).hex()}"
+    audio, rate = load_wav(wav)
+    options = WebRtcOptions(server=srv.http, token=srv.token, call_id=call_id)
+    sending = asyncio.create_task(send_call(audio, rate, options))
+    try:
+        viewer = await watch(srv, call_id)
+        await viewer.wait_for(lambda e: e["type"] == "transcript" and e["is_final"], 90)
+        srv.proc.send_signal(signal.SIGTERM)
+        closed = await viewer.ended(60)
+        assert await asyncio.to_thread(receiver.got.wait, 30)  # the drain waits on it
+        async with httpx.AsyncClient() as http:
+            offer = await http.post(
+                f"{srv.http}/v1/calls/{call_id}-late/webrtc",
+                json={"type": "offer", "sdp": "v=0", "speakers": ["rep"]},
+                headers={"Authorization": f"Bearer {srv.token}"},
+            )
+        receiver.release.set()
+        code = await asyncio.to_thread(srv.proc.wait, DRAIN_S + 20)
+    finally:
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sending
+        await stop_watching(viewer)
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()
+    assert code == 0
+    assert (offer.status_code, offer.json()["detail"]) == (503, "server shutting down")
+    assert closed.code == 1001, closed
+    assert [e["type"] for e in viewer.events[-2:]] == ["summary", "status"]
+    assert viewer.events[-1]["state"] == "server_shutdown"
+    store = await SqliteCallStore.open(data)
+    try:
+        call = await store.get_call(call_id)
+    finally:
+        await store.close()
+    assert call.status == "server_shutdown" and call.has_summary
