@@ -186,3 +186,58 @@ async def test_sigterm_drains_a_webrtc_call_and_refuses_offers_meanwhile(
     finally:
         await store.close()
     assert call.status == "server_shutdown" and call.has_summary
+
+
+async def test_sigterm_finishes_an_audiohook_call_then_disconnects_it(tmp_path: Path) -> None:
+    """An AudioHook session at SIGTERM: the call ends ``server_shutdown`` with its summary,
+    then the server sends ``disconnect`` (``completed``), answers the client's ``close`` with
+    ``closed`` and closes with 1001."""
+    from clients.audiohook import AudioHookOptions, connect, encode_call, media_entry
+    from clients.simulator import FRAME_MS, load_wav
+
+    wav = tmp_path / "call.wav"
+    render(SCRIPT).write(wav)
+    stereo, rate = load_wav(wav)
+    srv = start_server(tmp_path / "data", CUECARD_DRAIN_S=str(DRAIN_S))
+    options = AudioHookOptions(server=srv.ws, token=srv.token)
+    call_id = options.conversation_id
+    try:
+        viewer = await watch(srv, call_id)
+        client = await connect(options)
+        media = [media_entry(options.channels)]
+        opened = await client.open(call_id, options.organization_id, media)
+        chosen = opened["parameters"]["media"][0]
+        data = encode_call(stereo, rate, chosen["channels"], chosen["format"])
+        width, step = len(chosen["channels"]), 8000 * FRAME_MS // 1000
+
+        async def send_audio() -> None:
+            t0 = time.monotonic()
+            for i in range(0, len(data) // width, step):
+                await asyncio.sleep(max(0.0, t0 + client.frames / 8000 - time.monotonic()))
+                frame = data[i * width : (i + step) * width]
+                await client.audio(frame, len(frame) // width)
+
+        sending = asyncio.create_task(send_audio())
+        await viewer.wait_for(lambda e: e["type"] == "transcript" and e["is_final"], 90)
+        srv.proc.send_signal(signal.SIGTERM)
+        disconnect = await client.recv(60)
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sending
+        await client.send("close", {"reason": "disconnect"})
+        closed_msg = await client.recv(30)
+        code, reason = await client.closed_by_server()
+        viewer_closed = await viewer.ended(30)
+        exit_code = await asyncio.to_thread(srv.proc.wait, DRAIN_S + 20)
+    finally:
+        await stop_watching(viewer)
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()
+    assert disconnect["type"] == "disconnect", disconnect
+    assert disconnect["parameters"] == {"reason": "completed", "info": "server shutting down"}
+    assert closed_msg["type"] == "closed"
+    assert (code, reason) == (1001, "server shutting down")
+    assert viewer_closed.code == 1001 and exit_code == 0
+    assert [e["type"] for e in viewer.events[-2:]] == ["summary", "status"]
+    assert viewer.events[-1]["state"] == "server_shutdown"
