@@ -12,9 +12,10 @@ is up. What a peer may send is bounded (``server.limits``, the ``CUECARD_*`` lim
 every audio socket reads through ``server.sockets.next_message`` (text size, message rate, a
 timeout), counts its audio against the source's pace, and ends its call with the true reason
 (``EndState``): ``ended`` (stop message or a normal close), ``interrupted`` (dropped, broken
-protocol), ``timed_out``, ``limit_exceeded``. A call id is checked before any work, and an
-ended call's id is refused, never reopened. Every close goes through ``close_socket``, which
-cuts the reason to the 123 bytes a close frame holds.
+protocol), ``timed_out``, ``limit_exceeded``, ``server_shutdown`` (the drain, ``server.drain``;
+while the server drains, a new call is refused with 1013 "server shutting down"). A call id is
+checked before any work, and an ended call's id is refused, never reopened. Every close goes
+through ``close_socket``, which cuts the reason to the 123 bytes a close frame holds.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from server.pages import SECURITY
 from server.session import CallSession, Engines
 from server.settings import Settings
 from server.sockets import (
+    SHUTTING_DOWN,
     AudioSocket,
     audio_seconds,
     close_socket,
@@ -77,6 +79,19 @@ class Runtime:
     sessions: dict[str, CallSession] = field(default_factory=dict)
     viewers: dict[str, int] = field(default_factory=dict)  # events sockets open per call
     draining: bool = False  # SIGTERM: no new calls; /readyz fails
+    drain_by: float | None = None  # draining: the loop time by which every call must be finished
+    _stop: asyncio.Future[None] | None = field(default=None, repr=False)
+
+    def stopping(self) -> asyncio.Future[None]:
+        """Done once the shutdown drain asks every audio socket to end its call
+        (``server.drain``)."""
+        if self._stop is None:
+            self._stop = asyncio.get_running_loop().create_future()
+        return self._stop
+
+    def audio_socket(self, label: str) -> AudioSocket:
+        """A new audio socket's state: this runtime's limits and drain signal."""
+        return AudioSocket(label, self.guard(), stop=self.stopping())
 
     def guard(self, *, viewer: bool = False) -> InputGuard:
         """The limits of one audio socket, or of one viewer's messages."""
@@ -194,7 +209,7 @@ async def _serve_audio(rt: Runtime, ws: WebSocket, call: AudioSocket, run: Await
 
 
 async def _native(rt: Runtime, ws: WebSocket, call_id: str) -> None:
-    call = AudioSocket(f"call {call_id}", rt.guard())
+    call = rt.audio_socket(f"call {call_id}")
     await _serve_audio(rt, ws, call, _native_loop(rt, ws, call_id, call))
 
 
@@ -240,7 +255,7 @@ async def _twilio(rt: Runtime, ws: WebSocket) -> None:
             log.warning("twilio stream rejected: bad X-Twilio-Signature")
             await close_socket(ws, POLICY_VIOLATION, "bad X-Twilio-Signature")
             return
-    call = AudioSocket("twilio stream", rt.guard())
+    call = rt.audio_socket("twilio stream")
     await _serve_audio(rt, ws, call, _twilio_loop(rt, ws, call))
 
 
@@ -296,6 +311,8 @@ async def _open_session(
     call_id = meta.call_id
     if not valid_call_id(call_id):
         raise ProtocolError(POLICY_VIOLATION, CALL_ID_RULE)
+    if rt.draining:  # its socket loop sees the drain's stop next and closes with 1013
+        raise LimitExceeded(TRY_AGAIN_LATER, SHUTTING_DOWN)
     if call_id in rt.sessions:
         raise ProtocolError(POLICY_VIOLATION, f"call {call_id} is already streaming")
     if len(rt.sessions) >= rt.settings.max_calls:
@@ -335,7 +352,8 @@ async def _end(rt: Runtime, call: AudioSocket, state: EndState, detail: str) -> 
 
 
 async def _close_session(rt: Runtime, session: CallSession, state: EndState, detail: str) -> None:
+    """Finish the call (within the drain's deadline when the server is draining)."""
     try:
-        await asyncio.shield(session.finish(state, detail))
+        await asyncio.shield(session.finish(state, detail, by=rt.drain_by))
     finally:
         rt.sessions.pop(session.call_id, None)

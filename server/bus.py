@@ -75,6 +75,13 @@ class Bus:
         for sub in list(self._subs.get(call_id, ())):
             sub.offer(None)
 
+    def let_go(self) -> None:
+        """Shutdown: every viewer of this instance is let go (its ``get`` returns None after
+        its backlog). Nothing is published: other instances' viewers watch on."""
+        for subs in list(self._subs.values()):
+            for sub in list(subs):
+                sub.offer(None)
+
     async def start(self, actions: ActionHandler) -> None:
         """Ready to carry events; ``actions`` answers viewers' messages for calls served here
         when they come from another instance (in-process there is none)."""

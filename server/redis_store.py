@@ -27,8 +27,12 @@ Every per-call write is one Lua script that first checks the call exists, so a w
 delete never resurrects a half call. Durability is Redis's: run it with ``appendonly yes`` and
 ``appendfsync always`` for the same guarantee as the SQLite store.
 
-``mark_live_calls_interrupted`` marks live calls owned by this instance, or by an instance whose
-heartbeat expired, so one instance restarting never touches calls another is still serving.
+``mark_live_calls_interrupted`` (at start-up) marks live calls owned by this instance, or by an
+instance whose heartbeat expired, so one instance restarting never touches calls another is
+still serving; ``mark_orphaned_calls_interrupted`` (periodically, while running) marks only the
+dead instances' calls. Each call is marked by one atomic script that rechecks it is still
+live, still that owner's and the owner still dead, so of several instances at once exactly one
+marks it (and hands it off).
 Listing with filters scans the calls in the time range (one pipelined round trip per page).
 
 (Over STYLE's 400 lines: one backend of the whole ``CallStore`` protocol, its key layout and
@@ -90,6 +94,16 @@ redis.call('SADD', KEYS[4], ARGV[3])
 for i = 4, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 return 1
 """
+# a live call whose owner is ARGV[1] and whose owner's heartbeat (KEYS[2]) is gone becomes
+# interrupted: atomic, so of several instances reaping at once exactly one marks (and hands
+# off) each call
+_INTERRUPT_ORPHAN = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'live' then return 0 end
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'interrupted', 'ended_at', ARGV[3])
+return 1
+"""
 _RPUSH_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[1])
@@ -143,7 +157,9 @@ class RedisCallStore:
         self._put_summary = client.register_script(_PUT_SUMMARY)
         self._rpush_if_exists = client.register_script(_RPUSH_IF_EXISTS)
         self._queue_delivery = client.register_script(_QUEUE_DELIVERY)
+        self._interrupt_orphan = client.register_script(_INTERRUPT_ORPHAN)
         self._heartbeat: asyncio.Task[None] | None = None
+        self._suspects: set[str] = set()  # instances whose beat was gone at the last reaping
         self.available = True  # False from a failure until the next command that succeeds
 
     @classmethod
@@ -390,22 +406,39 @@ class RedisCallStore:
 
     @_unavailable
     async def mark_live_calls_interrupted(self) -> list[str]:
+        return await self._mark_orphans(own=True)
+
+    @_unavailable
+    async def mark_orphaned_calls_interrupted(self) -> list[str]:
+        return await self._mark_orphans(own=False)
+
+    async def _mark_orphans(self, *, own: bool) -> list[str]:
+        """Mark the live calls of dead instances (and, with ``own``, this instance's: it is
+        starting, so they are a previous run's) ``interrupted``; returns the ids marked here."""
         ids = _ids(await self._r.zrange(self._p + "calls", 0, -1))
         async with self._r.pipeline(transaction=False) as pipe:
             for cid in ids:
                 pipe.hmget(self._k("call", cid), ["status", "owner"])
             rows = await pipe.execute()
         marked: list[str] = []
-        alive: dict[str, bool] = {self.instance_id: False}
+        alive: dict[str, bool] = {self.instance_id: not own}
+        suspects, self._suspects = self._suspects, set()
         for cid, (status, owner) in zip(ids, rows, strict=True):
-            if status != "live":
+            if status != "live" or owner is None:
                 continue
             if owner not in alive:
                 alive[owner] = bool(await self._r.exists(self._p + f"instance:{owner}"))
             if alive[owner]:
                 continue
-            args = ["status", "interrupted", "ended_at", _j(self._clock.now())]
-            if await self._hset_if_exists(keys=[self._k("call", cid)], args=args):
+            if not own and owner not in suspects:
+                # seen dead once: reaped only if still dead at the next pass, so an instance
+                # whose beat lapsed during a Redis outage has beaten again by then
+                self._suspects.add(owner)
+                continue
+            keys = [self._k("call", cid), self._p + f"instance:{owner}"]
+            recheck = "0" if owner == self.instance_id else "1"  # the beat is gone, still?
+            args = [owner, recheck, _j(self._clock.now())]
+            if await self._interrupt_orphan(keys=keys, args=args):
                 marked.append(cid)
         return sorted(marked)
 

@@ -158,6 +158,7 @@ class CallSession:
         self._ticked_s = 0.0
         self._tick_queued = False
         self._closed = False  # the coach takes no more card actions
+        self._finishing = False  # finish() has begun
         self.finals = 0
         self._latency = LatencyProbe()
         self._overload = OverloadWatch()
@@ -214,24 +215,60 @@ class CallSession:
             self._ticked_s, self._tick_queued = self.audio_s, True
             self._inbox.put_nowait(Tick())  # a full inbox skips the tick: the next one comes
 
-    async def finish(self, state: StatusState = "ended", detail: str = "call ended") -> None:
-        """Close the audio, let every utterance in flight reach its final, then end the call."""
-        await self._audio.put(None)
-        if self._task is not None:
-            await self._task
+    async def finish(
+        self, state: StatusState = "ended", detail: str = "call ended", *, by: float | None = None
+    ) -> None:
+        """Close the audio, let every utterance in flight reach its final, then end the call
+        (summary stored, shown and handed off; closing status; record closed). Once per call:
+        a second call returns at once. ``by`` (event-loop time; the drain's deadline): what is
+        not done by then is cut off, the chain cancelled and no summary made, and the call
+        ends ``interrupted``."""
+        if self._finishing:
+            return
+        self._finishing = True
         # the record and the webhook say how the call really ended; a non-final state
         # (live, degraded) passed here means it was cut off
         call_status: CallStatus = state if state in END_STATES else "interrupted"
+        budget = asyncio.timeout_at(by)
+        summarize = True
+        try:
+            async with budget:
+                await self._audio.put(None)
+                if self._task is not None:
+                    await self._task
+        except TimeoutError:
+            if not budget.expired():
+                raise
+            await self._cancel_chain()
+            state = call_status = "interrupted"
+            detail = f"{detail}: not finished within the shutdown drain"
+            summarize = False
         # after every held event, each step retried while the store is down (server.outbox)
-        self._outbox.then(lambda: self._summarize(call_status))
+        if summarize:
+            self._outbox.then(lambda: self._summarize(call_status))
         self._outbox.then(lambda: self._closing(state, detail))
         self._outbox.then(lambda: self._close_call(call_status))
-        if not await self._outbox.settle():
+        try:
+            async with asyncio.timeout_at(by):
+                settled = await self._outbox.settle()
+        except TimeoutError:
+            settled = False
+        if not settled:
             log.warning(
-                "call %s ended while its store is unavailable: its end is stored once the store "
-                "is back (or it is marked interrupted at the next start)",
+                "call %s ended while its store is unavailable or slow: its end is stored once "
+                "the store answers (or it is marked interrupted at the next start)",
                 self.call_id,
             )
+
+    async def _cancel_chain(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # we are cancelled too: go on
+                    raise
 
     async def act(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         """A message from the rep's page (a card action). Card changes go to every viewer;

@@ -87,6 +87,9 @@ class Settings:
     log_format: str = "text"  # "text" or "json": one JSON object per line
     log_transcripts: int = 0  # 1: each final's text is logged (logger cuecard.transcripts)
     ready_asr_backlog: int = 16  # finals waiting for the recognizer at which /readyz fails
+    # SIGTERM/SIGINT: how long the drain (live calls finished, viewers told, webhooks sent) may
+    # take before the process exits; what is not done by then ends ``interrupted``
+    drain_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536 and self.port != 0:
@@ -141,7 +144,7 @@ class Settings:
         positive = ("partial_every_ms", "max_utterance_s", "max_frame_bytes", "idle_timeout_s",
                     "start_timeout_s", "max_calls", "max_viewers_per_call", "max_text_bytes",
                     "max_viewer_message_bytes", "audio_burst_s", "twilio_max_gap_s",
-                    "max_body_bytes")  # fmt: skip
+                    "max_body_bytes", "drain_s")  # fmt: skip
         for name in positive:
             if not getattr(self, name) > 0:
                 raise SettingsError(

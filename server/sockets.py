@@ -2,9 +2,11 @@
 close without a stop message ends a call, and the one way a socket is closed.
 
 - ``AudioSocket``: what one audio socket has opened so far (its call, if any) and its limits
-  (``server.limits.InputGuard``), so that one error path can end the call.
+  (``server.limits.InputGuard``), so that one error path can end the call, and the server's
+  ``stop`` (done once the shutdown drain begins).
 - ``next_message``: the next ASGI message, counted against the limits; ``TimedOut`` when the
-  peer stays silent.
+  peer stays silent; ``ShuttingDown`` once ``stop`` is done (the drain: the call ends
+  ``server_shutdown``, the socket closes 1001; a socket with no call yet is refused, 1013).
 - ``dropped(msg)``: the end state and detail of a call whose socket closed without a stop.
 - ``close_socket``: close with a code and a reason cut to the 123 bytes a close frame holds,
   unless the socket is gone. Every close of ours goes through it.
@@ -26,28 +28,61 @@ from starlette.websockets import WebSocketState
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from audio.chunk import SAMPLE_RATE_HZ, AudioChunk
-from server.ingest import INVALID_PAYLOAD, POLICY_VIOLATION, TimedOut, close_reason
+from server.ingest import (
+    INVALID_PAYLOAD,
+    POLICY_VIOLATION,
+    TRY_AGAIN_LATER,
+    ProtocolError,
+    TimedOut,
+    close_reason,
+)
 from server.limits import InputGuard
 from server.session import CallSession
 from server.wire import EndState
 
+GOING_AWAY = 1001
+SHUTTING_DOWN = "server shutting down"
+
+
+class ShuttingDown(ProtocolError):
+    """The server is draining (SIGTERM): the socket's call ends ``server_shutdown`` and the
+    socket closes with 1001 "going away"; a socket with no call yet gets 1013 (try again:
+    another instance)."""
+
+    end_state = "server_shutdown"
+
 
 @dataclass(slots=True)
 class AudioSocket:
-    """What an audio socket has opened so far, so that one error path can end it."""
+    """What an audio socket has opened so far, so that one error path can end it; ``stop``
+    is the server's drain signal (``Runtime.stopping``)."""
 
     label: str
     guard: InputGuard
     session: CallSession | None = None
+    stop: asyncio.Future[None] | None = None
 
 
 async def next_message(ws: WebSocket, call: AudioSocket, timeout_s: float, silent: str) -> Message:
     """The socket's next message, checked against its limits (``LimitExceeded``);
-    ``TimedOut(1008, silent)`` when none comes within ``timeout_s``."""
+    ``TimedOut(1008, silent)`` when none comes within ``timeout_s``; ``ShuttingDown`` when
+    ``call.stop`` is done first (a message already received is still returned first)."""
+    receiving = asyncio.ensure_future(ws.receive())
+    waits: set[asyncio.Future[Message] | asyncio.Future[None]] = {receiving}
+    if call.stop is not None:
+        waits.add(call.stop)
     try:
-        msg = await asyncio.wait_for(ws.receive(), max(0.0, timeout_s))
-    except TimeoutError:
-        raise TimedOut(POLICY_VIOLATION, silent) from None
+        await asyncio.wait(waits, timeout=max(0.0, timeout_s), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not receiving.done():
+            receiving.cancel()
+    if not receiving.done() or receiving.cancelled():
+        if call.stop is not None and call.stop.done():
+            if call.session is None:
+                raise ShuttingDown(TRY_AGAIN_LATER, SHUTTING_DOWN)
+            raise ShuttingDown(GOING_AWAY, f"going away: {SHUTTING_DOWN}")
+        raise TimedOut(POLICY_VIOLATION, silent)
+    msg = receiving.result()
     if msg["type"] == "websocket.receive":
         text = msg.get("text")
         call.guard.message(None if text is None else len(text.encode()), now_s())

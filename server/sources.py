@@ -10,7 +10,8 @@
 An AudioHook session that breaks the protocol (or fails authentication) is answered with
 ``disconnect`` and a reason; the client then has ``CLOSE_GRACE_S`` for its ``close``, which is
 answered with ``closed``, and the socket closes with the error's code either way. A call that
-was open ends ``interrupted``. A Vonage error closes the socket with a code and a reason, as on
+was open ends ``interrupted``. The shutdown drain finishes the call first (``server_shutdown``),
+then sends ``disconnect`` (``completed``, "server shutting down") and closes with 1001. A Vonage error closes the socket with a code and a reason, as on
 the native and Twilio sockets.
 """
 
@@ -35,7 +36,10 @@ from server.ingest import (
 )
 from server.limits import CALL_ID_RULE, valid_call_id
 from server.sockets import (
+    GOING_AWAY,
+    SHUTTING_DOWN,
     AudioSocket,
+    ShuttingDown,
     audio_seconds,
     close_socket,
     dropped,
@@ -63,7 +67,7 @@ def register(app: FastAPI, rt: Runtime) -> None:
     @app.websocket("/v1/vonage")
     async def vonage(ws: WebSocket) -> None:
         await ws.accept()
-        call = AudioSocket("vonage stream", rt.guard())
+        call = rt.audio_socket("vonage stream")
         await _serve_audio(rt, ws, call, _vonage_loop(rt, ws, call))
 
 
@@ -90,9 +94,13 @@ async def _audiohook(rt: Runtime, ws: WebSocket, verifier: SignatureVerifier | N
         log.warning("audiohook connection refused: %s", refusal)
         await _wind_down(ws, stream, "unauthorized", refusal, POLICY_VIOLATION)
         return
-    call = AudioSocket("audiohook session", rt.guard())
+    call = rt.audio_socket("audiohook session")
     try:
         await _audiohook_loop(rt, ws, stream, call)
+    except ShuttingDown as err:  # the drain: the call is finished first, then let go
+        await _end(rt, call, err.end_state, SHUTTING_DOWN)
+        reason: DisconnectReason = "completed" if err.code == GOING_AWAY else "error"
+        await _wind_down(ws, stream, reason, SHUTTING_DOWN, err.code)
     except ProtocolError as err:
         log.warning("%s: disconnecting: %s", call.label, err.reason)
         try:

@@ -389,6 +389,9 @@ class SqliteCallStore:
 
         return await self._run(_mark)
 
+    async def mark_orphaned_calls_interrupted(self) -> list[str]:
+        return []  # one process owns the file: there is no other instance whose calls to mark
+
     # -- reading ----------------------------------------------------------------------------
 
     async def events(self, call_id: str, after_seq: int = 0) -> list[dict[str, Any]]:

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 # ``live``, or how the call ended (``server.wire.EndState``)
-CallStatus = Literal["live", "ended", "interrupted", "timed_out", "limit_exceeded"]
+CallStatus = Literal[
+    "live", "ended", "interrupted", "timed_out", "limit_exceeded", "server_shutdown"
+]
 CALL_STATUSES: tuple[CallStatus, ...] = typing.get_args(CallStatus)
 CallSource = Literal["native", "twilio", "audiohook", "vonage", "webrtc", "file"]
 
@@ -173,3 +175,8 @@ class CallStore(Protocol):
     async def mark_live_calls_interrupted(self) -> list[str]:
         """At start-up: every call still ``live`` belonged to a dead process; mark it
         ``interrupted`` and return the ids."""
+
+    async def mark_orphaned_calls_interrupted(self) -> list[str]:
+        """While running: mark ``interrupted`` every live call of another instance that is
+        dead (its heartbeat expired) and return the ids; each call is marked by one caller
+        only, however many instances ask at once. Never this instance's own calls."""

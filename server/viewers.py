@@ -1,7 +1,8 @@
 """``WS /v1/calls/{call_id}/events``: the rep's event stream. Stored history first, then live
 events (durable ones never twice); the rep's card actions go back to the live session,
 wherever it runs. Bounded: ``max_viewers_per_call`` sockets per call (this instance), each
-message at most ``max_viewer_message_bytes``, at most ``max_messages_per_s``.
+message at most ``max_viewer_message_bytes``, at most ``max_messages_per_s``. The shutdown
+drain (``server.drain``) refuses new viewers with 1013 and closes the open ones with 1001.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 from server.bus import Subscription
 from server.ingest import POLICY_VIOLATION, TRY_AGAIN_LATER, ProtocolError, json_object
 from server.limits import CALL_ID_RULE, valid_call_id
-from server.sockets import close_socket, now_s
+from server.sockets import GOING_AWAY, SHUTTING_DOWN, close_socket, now_s
 
 if TYPE_CHECKING:  # server.app registers this module's loop
     from server.app import Runtime
@@ -28,7 +29,9 @@ NOT_FOUND = 4404  # application close code: unknown call id (as HTTP 404)
 async def serve_viewer(rt: Runtime, ws: WebSocket, call_id: str) -> None:
     """History from the store, then live events; durable events are never sent twice. The
     socket closes with 1000 when the call ends, 1013 if the viewer falls too far behind or the
-    call has ``max_viewers_per_call`` already, 4404 "unknown call id '...'" when the call is
+    call has ``max_viewers_per_call`` already (or the server is draining), 1001 "going away"
+    when the server drains (after the last final, the summary and the closing status of a call
+    it served), 4404 "unknown call id '...'" when the call is
     neither stored nor live and does not start within ``?wait_s=`` seconds (default 300; 0:
     the call must exist already), and with the code of a limit its messages break.
     ``?after_seq=N`` (a reconnecting viewer's last ``seq``) starts the history after event N."""
@@ -74,6 +77,8 @@ def _viewer_refusal(
         return POLICY_VIOLATION, "after_seq must be a whole number >= 0"
     if wait_s is None:
         return POLICY_VIOLATION, f"wait_s must be a number of seconds in [0, {VIEWER_WAIT_MAX_S:g}]"
+    if rt.draining:  # another instance (or this one restarted) serves the viewer
+        return TRY_AGAIN_LATER, SHUTTING_DOWN
     if rt.viewers.get(call_id, 0) >= rt.settings.max_viewers_per_call:
         return TRY_AGAIN_LATER, "too many viewers on this call (CUECARD_MAX_VIEWERS_PER_CALL)"
     return None
@@ -123,6 +128,8 @@ async def _send_events(
         event = await sub.get()
     if sub.overflowed:
         return 1013, "viewer too slow: reconnect to resume"
+    if rt.draining:  # after the call's summary and closing status, if it was served here
+        return GOING_AWAY, f"going away: {SHUTTING_DOWN}"
     return 1000, "call ended"
 
 

@@ -9,7 +9,7 @@ Routes (``register(app, rt)``):
   or ``?token=``). Refusals are JSON ``{"detail": ...}``: 400 malformed offer, invalid SDP, no
   audio, a non-audio or non-sending m-line, tracks and speakers that do not match, no common
   codec, a bad call id; 401 token; 409 the call id is streaming or was used by an ended call;
-  413 a body over 128 kB; 503 the server is at ``CUECARD_MAX_CALLS``.
+  413 a body over 128 kB; 503 the server is at ``CUECARD_MAX_CALLS`` or shutting down.
 - ``GET /v1/webrtc/config``  the ICE servers the page should use (``CUECARD_ICE_SERVERS``).
 - ``GET /softphone``  the browser softphone (``clients/web/softphone.html``, its scripts
   under ``/softphone/``): WebRTC, or 16-bit PCM from an AudioWorklet over the native socket.
@@ -23,8 +23,11 @@ its tracks), ``timed_out`` when a track has sent nothing for ``idle_timeout_s`` 
 says whether it never sent anything: ICE or DTLS never got through, or a dead track),
 ``limit_exceeded`` when a track sends audio faster than ``CUECARD_MAX_AUDIO_SPEED`` allows
 (WebRTC is real time; a flood is no softphone), and ``interrupted`` for audio that cannot be
-decoded. A shutdown cancels the call's task: the peer
-connection is closed and the server's shutdown finishes the call (``interrupted``).
+decoded. The shutdown drain stops reading the tracks: the peer connection is closed and the
+call finished ``server_shutdown`` (its utterances final, its summary written); while the server
+drains, an offer is refused with 503 "server shutting down". A shutdown without the drain
+cancels the call's task: the peer connection is closed and the server's shutdown finishes the
+call (``interrupted``).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from server.app import Runtime, _close_session, _open_session
 from server.ingest import LimitExceeded, ProtocolError
 from server.limits import CALL_ID_RULE, InputGuard, InputLimits, valid_call_id
 from server.session import CallSession
+from server.sockets import SHUTTING_DOWN
 from server.store import CallMeta
 from server.webrtc_offer import (
     IceServer,
@@ -199,6 +203,8 @@ class WebRtcCalls:
         """The answer's SDP; the call is live from here on."""
         if not valid_call_id(call_id):
             raise OfferRefused(400, CALL_ID_RULE)
+        if self.rt.draining:
+            raise OfferRefused(503, SHUTTING_DOWN)
         offer = parse_offer(body)
         audio_tracks(offer)  # before any peer connection or call exists
         if call_id in self.rt.sessions:
@@ -225,9 +231,11 @@ class WebRtcCalls:
         outcome: Outcome = ("interrupted", "server error")
         try:
             opts = StreamOptions(self.rt.settings.idle_timeout_s, self.rt.guard().limits)
-            outcome = await stream_tracks(neg, timeline, session.feed, opts)
+            outcome = await _unless_stopped(
+                stream_tracks(neg, timeline, session.feed, opts), self.rt.stopping()
+            )
             await session.feed(timeline.flush())
-        except asyncio.CancelledError:  # shutdown: close_runtime finishes the session
+        except asyncio.CancelledError:  # shutdown without the drain: close_runtime finishes it
             await close_peer(neg.pc, SHUTDOWN_CLOSE_S)
             raise
         except AudioFormatError as err:
@@ -237,6 +245,22 @@ class WebRtcCalls:
         await close_peer(neg.pc)
         log.info("call %s: webrtc call over: %s", session.call_id, outcome[1])
         await _close_session(self.rt, session, *outcome)
+
+
+async def _unless_stopped(streaming: Awaitable[Outcome], stop: asyncio.Future[None]) -> Outcome:
+    """The call's outcome, or ``server_shutdown`` when the drain's ``stop`` comes first (the
+    tracks stop being read; what was read is in the call)."""
+    task = asyncio.ensure_future(streaming)
+    try:
+        waits: set[asyncio.Future[Outcome] | asyncio.Future[None]] = {task, stop}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})  # cancelled: ours (if we are) is still raised
+    if task.cancelled():
+        return "server_shutdown", SHUTTING_DOWN
+    return task.result()
 
 
 @dataclass(frozen=True, slots=True)

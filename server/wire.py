@@ -33,10 +33,13 @@ from nlp.insight import Insight
 from nlp.transcript import Transcript
 
 # How a call ended: normally, cut off (dropped connection, protocol error, server gone), after
-# the peer went silent past a timeout, or cut for exceeding a limit (rate, size, capacity).
-EndState = Literal["ended", "interrupted", "timed_out", "limit_exceeded"]
+# the peer went silent past a timeout, cut for exceeding a limit (rate, size, capacity), or
+# finished by the server's drain (SIGTERM: its utterances final, its summary written).
+EndState = Literal["ended", "interrupted", "timed_out", "limit_exceeded", "server_shutdown"]
 END_STATES: tuple[EndState, ...] = typing.get_args(EndState)
-StatusState = Literal["live", "degraded", "ended", "interrupted", "timed_out", "limit_exceeded"]
+StatusState = Literal[
+    "live", "degraded", "ended", "interrupted", "timed_out", "limit_exceeded", "server_shutdown"
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,3 +86,25 @@ async def test_the_coach_clock_waits_for_the_vad_and_for_the_final(
         e for e in await store.events("clock") if e["type"] == "transcript" and e["is_final"]
     ]
     assert "proposal" in final["text"].lower()
+
+
+async def test_a_finish_past_its_deadline_cuts_the_call_off_as_interrupted(
+    engines_and_store: tuple[Engines, SqliteCallStore],
+) -> None:
+    """``finish(by=...)`` (the shutdown drain's deadline) with an utterance in flight and no
+    time left: the chain is cancelled, the call ends ``interrupted`` without a summary, and a
+    second finish does nothing."""
+    engines, store = engines_and_store
+    session = CallSession(CallMeta("cut", "native"), ("customer",), engines, store, Bus())
+    await session.start()
+    speech = render((Turn("customer", "We would need to run this by legal first.", gap_s=0),))
+    await session.feed(frames("customer", speech.customer, 0))
+    await until(lambda: session.progress.unsettled > 0)  # the utterance is in flight
+    await session.finish("server_shutdown", "server shutting down", by=0.0)
+    await session.finish("ended", "call ended")  # once per call
+    events = await store.events("cut")
+    statuses = [e for e in events if e["type"] == "status"]
+    assert [s["state"] for s in statuses] == ["live", "interrupted"]
+    assert "not finished within the shutdown drain" in statuses[-1]["detail"]
+    assert not any(e["type"] == "summary" for e in events)
+    assert (await store.get_call("cut")).status == "interrupted"

@@ -396,6 +396,44 @@ async def test_redis_restart_marks_only_its_own_and_dead_instances_calls(redis_u
         await b.close()
 
 
+async def test_running_instances_reap_only_dead_instances_calls_once_each(
+    redis_url: str,
+) -> None:
+    """While running, A and B both reap at once: the dead instance C's live calls are marked
+    ``interrupted`` by exactly one of them each, A's and B's own live calls never."""
+    prefix = f"t{os.urandom(4).hex()}:"
+
+    async def instance(name: str, ttl_s: float = 30.0) -> RedisCallStore:
+        return await RedisCallStore.open(
+            redis_url, prefix=prefix, instance_id=name, heartbeat_ttl_s=ttl_s
+        )
+
+    a, b, c = await instance("a"), await instance("b"), await instance("c", ttl_s=0.2)
+    dead = [f"c-live-{n}" for n in range(20)]
+    for store, call_id in ((a, "a-live"), (b, "b-live"), *((c, cid) for cid in dead)):
+        await store.open_call(CallMeta(call_id, "native", started_at=1.0))
+    await c.open_call(CallMeta("c-ended", "native", started_at=1.0))
+    await c.close_call("c-ended", "ended")
+    await c.close()  # C dies; its heartbeat runs out
+    await asyncio.sleep(0.4)
+    try:
+        first = await asyncio.gather(
+            a.mark_orphaned_calls_interrupted(), b.mark_orphaned_calls_interrupted()
+        )
+        assert first == [[], []]  # a beat gone once is only suspected (it may come back)
+        by_a, by_b = await asyncio.gather(
+            a.mark_orphaned_calls_interrupted(), b.mark_orphaned_calls_interrupted()
+        )
+        assert sorted(by_a + by_b) == sorted(dead)  # every one, and none twice
+        assert not set(by_a) & set(by_b)
+        for call_id, status in (("a-live", "live"), ("b-live", "live"), ("c-ended", "ended")):
+            assert (await a.get_call(call_id)).status == status
+        assert await a.mark_orphaned_calls_interrupted() == []
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_the_database_and_its_folder_are_private(tmp_path: Path) -> None:
     """Only the service user may read what customers said: the folder the store creates is
     0700 and the database file (whose mode SQLite gives its -wal/-shm files) 0600."""
@@ -532,3 +570,24 @@ async def test_queued_deliveries_are_pending_until_final(
     assert [p.url for p in await s.pending_deliveries()] == ["http://b"]
     await s.delete_call("c1")
     assert await s.pending_deliveries() == []
+
+
+async def test_an_instance_whose_beat_lapsed_and_came_back_is_not_reaped(redis_url: str) -> None:
+    """A beat that lapsed (a Redis outage longer than the TTL) and is back by the next pass
+    leaves the instance's live calls alone."""
+    prefix = f"t{os.urandom(4).hex()}:"
+    a = await RedisCallStore.open(redis_url, prefix=prefix, instance_id="a")
+    b = await RedisCallStore.open(redis_url, prefix=prefix, instance_id="b")
+    try:
+        await b.open_call(CallMeta("b-live", "native", started_at=1.0))
+        await a._r.delete(prefix + "instance:b")  # b's beat lapsed
+        assert await a.mark_orphaned_calls_interrupted() == []
+        await b._beat()  # b reaches Redis again
+        assert await a.mark_orphaned_calls_interrupted() == []
+        assert (await a.get_call("b-live")).status == "live"
+        await a._r.delete(prefix + "instance:b")  # gone for two passes: dead
+        assert await a.mark_orphaned_calls_interrupted() == []
+        assert await a.mark_orphaned_calls_interrupted() == ["b-live"]
+    finally:
+        await a.close()
+        await b.close()
