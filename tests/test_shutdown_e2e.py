@@ -27,8 +27,8 @@ async def test_sigterm_finishes_live_calls_before_the_process_exits(tmp_path: Pa
              "speakers": ["customer"]}  # fmt: skip
     pcm = (np.clip(noise(1.0, 0.02), -1, 1) * 32767).astype("<i2").tobytes()
     try:
-        url = f"{srv.ws}/v1/calls/{CALL_ID}/audio?token={srv.token}"
-        async with websockets.connect(url) as ws:
+        url = f"{srv.ws}/v1/calls/{CALL_ID}/audio"
+        async with websockets.connect(url, additional_headers=srv.auth) as ws:
             await ws.send(json.dumps(start))
             assert json.loads(await ws.recv())["type"] == "started"
             await ws.send(pcm)
