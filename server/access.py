@@ -42,6 +42,7 @@ from server.auth import (
     mint,
 )
 from server.clock import Clock
+from server.ingest import POLICY_VIOLATION, ProtocolError
 from server.settings import Settings, rsa_public_key
 
 log = logging.getLogger("cuecard.auth")
@@ -67,6 +68,15 @@ def presented(conn: HTTPConnection) -> tuple[str, str] | None:
         return (offered[at] if at < len(offered) else ""), "subprotocol"
     token = conn.query_params.get("token")
     return (token, "query") if token is not None else None
+
+
+class AccessRefused(ProtocolError):
+    """A token refused inside an audio socket's protocol (Twilio's and Vonage's start,
+    AudioHook's open): the socket closes with 1008 and the reason. It was logged, rate-limited,
+    where it was refused, so the socket loop does not log it again."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(POLICY_VIOLATION, reason)
 
 
 class Authenticator:

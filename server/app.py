@@ -29,7 +29,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, WebSocket
 from fastapi.responses import HTMLResponse
 
-from server.access import Authenticator, subprotocol
+from server.access import AccessRefused, Authenticator, subprotocol
 from server.api import build_router
 from server.auth import Forbidden, Grant, Scope, Unauthenticated
 from server.bus import Bus
@@ -177,7 +177,8 @@ async def _serve_audio(rt: Runtime, ws: WebSocket, call: AudioSocket, run: Await
     try:
         await run
     except ProtocolError as err:
-        log.warning("%s: closing audio socket: %s", call.label, err.reason)
+        if not isinstance(err, AccessRefused):  # (that is logged where refused, rate-limited)
+            log.warning("%s: closing audio socket: %s", call.label, err.reason)
         await _end(rt, call, err.end_state, err.reason)
         await close_socket(ws, err.code, err.reason)
     except BaseException:
@@ -280,7 +281,7 @@ async def _open_twilio(rt: Runtime, ws: WebSocket, event: TwilioStarted) -> Call
         try:
             rt.auth.authorize(ws, "audio:write", call_id, event.custom.get("token") or "")
         except (Unauthenticated, Forbidden) as err:
-            raise ProtocolError(POLICY_VIOLATION, f"token parameter: {err}") from None
+            raise AccessRefused(f"token parameter: {err}") from None
     meta = CallMeta(call_id, "twilio", event.custom.get("rep_id"), rt.clock.now())
     return await _open_session(rt, meta, event.speakers, event.vocabulary)
 

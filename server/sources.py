@@ -24,7 +24,7 @@ import logging
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
-from server.access import subprotocol
+from server.access import AccessRefused, subprotocol
 from server.app import Runtime, _close_session, _end, _open_session, _serve_audio
 from server.audiohook import AudioHookStream, Closing, DisconnectReason, Opening
 from server.audiohook_auth import SignatureRefused, SignatureVerifier, parse_keys
@@ -103,7 +103,8 @@ async def _audiohook(rt: Runtime, ws: WebSocket, verifier: SignatureVerifier | N
     try:
         await _audiohook_loop(rt, ws, stream, call, grant)
     except ProtocolError as err:
-        log.warning("%s: disconnecting: %s", call.label, err.reason)
+        if not isinstance(err, AccessRefused):  # (that is logged where refused, rate-limited)
+            log.warning("%s: disconnecting: %s", call.label, err.reason)
         try:
             await _wind_down(ws, stream, "error", err.reason, err.code)
         finally:
@@ -179,7 +180,7 @@ async def _open(
             raise ProtocolError(POLICY_VIOLATION, "conversationId is not a valid call id")
         if grant is not None and (refusal := grant.refusal("audio:write", call_id)):
             rt.auth.refused(ws, refusal)
-            raise ProtocolError(POLICY_VIOLATION, refusal)
+            raise AccessRefused(refusal)
         custom = opening.custom
         rep_id = str(custom["rep_id"])[:200] if custom.get("rep_id") else None
         vocabulary = custom.get("vocabulary")
@@ -250,7 +251,7 @@ async def _vonage_loop(rt: Runtime, ws: WebSocket, call: AudioSocket) -> None:
     try:  # the first message's token, else the upgrade's
         rt.auth.authorize(ws, "audio:write", started.call_id, started.token or None)
     except (Unauthenticated, Forbidden) as err:
-        raise ProtocolError(POLICY_VIOLATION, str(err)) from None
+        raise AccessRefused(str(err)) from None
     meta = CallMeta(started.call_id, "vonage", started.rep_id, rt.clock.now())
     call.label = f"vonage call {started.call_id}"
     session = call.session = await _open_session(rt, meta, (started.speaker,), started.vocabulary)

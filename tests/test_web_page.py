@@ -127,9 +127,7 @@ async def test_page_without_the_token_shows_the_refusal(
     """A page opened without the token says it was refused and shows nothing of the call."""
     watched = await open_page(browser, f"{server.http}/#call=page-call")
     page = watched.page
-    await expect(page.locator("#conn")).to_have_text(
-        re.compile(r"closed 1008 missing token")
-    )
+    await expect(page.locator("#conn")).to_have_text(re.compile(r"closed 1008 missing token"))
     await expect(page.locator("#conn")).to_have_attribute("data-kind", "refused")
     assert await page.locator(".line").count() == 0
 
