@@ -8,8 +8,8 @@
 
 Every route checks who is asking and that the token's scope and call allow it
 (``server.auth``, ``server.access``; the table is in docs/api.md, "Authentication");
-``/healthz`` tells only that the process is up. What a peer may send is bounded (``server.limits``, the ``CUECARD_*`` limit settings):
-every audio socket reads through ``server.sockets.next_message`` (text size, message rate, a
+``/healthz`` tells only that the process is up. What a peer may send is bounded
+(``server.limits``, the ``CUECARD_*`` limit settings): every audio socket reads through ``server.sockets.next_message`` (text size, message rate, a
 timeout), counts its audio against the source's pace, and ends its call with the true reason
 (``EndState``): ``ended`` (stop message or a normal close), ``interrupted`` (dropped, broken
 protocol), ``timed_out``, ``limit_exceeded``. A call id is checked before any work, and an

@@ -2,8 +2,8 @@
 events (durable ones never twice); the rep's card actions go back to the live session,
 wherever it runs, from a token with ``cards:act`` on the call (the socket itself needs
 ``events:read`` on it, checked by ``server.app``; one without is answered with an ``error``
-message and keeps viewing). Bounded: ``max_viewers_per_call`` sockets per call (this instance), each
-message at most ``max_viewer_message_bytes``, at most ``max_messages_per_s``.
+message and keeps viewing). Bounded: ``max_viewers_per_call`` sockets per call (this
+instance), each message at most ``max_viewer_message_bytes``, at most ``max_messages_per_s``.
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ Routes (``register(app, rt)``):
   ["rep", "customer"]}`` (one speaker per audio m-line, in m-line order; ``rep_id``,
   ``prior``, ``vocabulary`` as in a native start), answered ``{"type": "answer", "sdp": ...}``
   once ICE gathering is done (no trickle). The token (``Authorization: Bearer``) needs
-  ``audio:write`` on the call. Refusals are JSON ``{"detail": ...}``: 400 malformed offer, invalid SDP, no
-  audio, a non-audio or non-sending m-line, tracks and speakers that do not match, no common
-  codec, a bad call id; 401 no or an invalid token; 403 a token without ``audio:write`` on
-  the call; 409 the call id is streaming or was used by an ended call;
+  ``audio:write`` on the call. Refusals are JSON ``{"detail": ...}``: 400 malformed offer,
+  invalid SDP, no audio, a non-audio or non-sending m-line, tracks and speakers that do not
+  match, no common codec, a bad call id; 401 no or an invalid token; 403 a token without
+  ``audio:write`` on the call; 409 the call id is streaming or was used by an ended call;
   413 a body over 128 kB; 503 the server is at ``CUECARD_MAX_CALLS``.
 - ``GET /v1/webrtc/config``  the ICE servers the page should use (``CUECARD_ICE_SERVERS``);
   a token with ``audio:write`` (on any call).

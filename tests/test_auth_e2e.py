@@ -11,14 +11,18 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
+import numpy as np
 import pytest
+import soundfile as sf
 import websockets
 
 from clients.localserver import ServerProcess, start_server, stop_server
+from clients.simulator import SimOptions, simulate
 from server.auth import Scope, mint, twilio_signature, twilio_stream_url
 from tests.test_ingest import twilio_media, twilio_start
 
@@ -298,3 +302,24 @@ async def test_a_replayed_twilio_upgrade_is_refused(open_srv: ServerProcess) -> 
         open_srv, stale.split("?", 1)[1], twilio_signature(TWILIO_TOKEN, stale), call + "-late"
     )
     assert code == 1008 and "outside the window" in reason
+
+
+async def test_the_simulator_signs_its_twilio_upgrade(
+    open_srv: ServerProcess, tmp_path: Path
+) -> None:
+    """`cuecard simulate --twilio` against a server with CUECARD_TWILIO_AUTH_TOKEN signs a
+    fresh stream URL: the call streams and ends normally."""
+    wav = tmp_path / "quiet.wav"
+    sf.write(wav, np.zeros((8000, 2), "<i2"), 8000, subtype="PCM_16")
+    static = (open_srv.data_dir / "token").read_text().strip()
+    options = SimOptions(
+        server=open_srv.ws,
+        token=static,
+        speed=0,
+        twilio=True,
+        twilio_auth_token=TWILIO_TOKEN,
+        public_url=PUBLIC_URL,
+    )
+    result = await simulate(wav, options)
+    statuses = [e for e in result.events if e["type"] == "status"]
+    assert statuses and statuses[-1]["state"] == "ended", result.events
