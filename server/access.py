@@ -49,6 +49,10 @@ log = logging.getLogger("cuecard.auth")
 
 Dependency = Callable[..., Awaitable[Grant]]
 VIEWER_TTL_S = 12 * 3600.0  # the banner's page links
+# (fits a close frame's 123 bytes whole)
+QUERY_REFUSED = (
+    "?token= takes viewer tokens only (no audio:write/admin, ttl <= 24h): send it as a header"
+)
 
 
 def subprotocol(conn: HTTPConnection) -> str | None:
@@ -124,10 +128,7 @@ class Authenticator:
         token, transport = found
         grant = self.token(token)
         if transport == "query" and not grant.viewer_only:
-            raise Unauthenticated(
-                "?token= takes only a viewer token (no audio:write or admin, ttl <= 24h): "
-                "send this one as Authorization: Bearer or Sec-WebSocket-Protocol"
-            )
+            raise Unauthenticated(QUERY_REFUSED)
         return grant
 
     def authorize(
