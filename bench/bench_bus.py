@@ -59,8 +59,8 @@ async def run() -> dict[str, Any]:
             t0 = time.monotonic()
 
             async def watch_b() -> None:
-                url_b = f"{b.ws}/v1/calls/bus-bench/events?token={b.token}&wait_s=60"
-                async with websockets.connect(url_b) as ws:
+                url_b = f"{b.ws}/v1/calls/bus-bench/events?wait_s=60"
+                async with websockets.connect(url_b, additional_headers=b.auth) as ws:
                     async for raw in ws:
                         e = json.loads(raw)
                         at_b.setdefault(identity(e), time.monotonic())

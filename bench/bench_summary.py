@@ -139,12 +139,13 @@ END_OF_CALL: tuple[Turn, ...] = (
 
 async def one_call(ws_base: str, token: str, call_id: str, audio: np.ndarray) -> float:
     """Stream ``audio`` at 1.0x; seconds from the stop message sent to the summary event."""
-    events_url = f"{ws_base}/v1/calls/{call_id}/events?token={token}"
-    audio_url = f"{ws_base}/v1/calls/{call_id}/audio?token={token}"
+    events_url = f"{ws_base}/v1/calls/{call_id}/events"
+    audio_url = f"{ws_base}/v1/calls/{call_id}/audio"
+    auth = {"Authorization": f"Bearer {token}"}  # ?token= takes viewer tokens only
     start = {"type": "start", "encoding": "pcm16", "sample_rate_hz": 16000,
              "channels": 2, "speakers": ["rep", "customer"], "rep_id": "bench"}  # fmt: skip
     stopped: list[float] = []
-    async with websockets.connect(events_url, max_size=None) as viewer:
+    async with websockets.connect(events_url, max_size=None, additional_headers=auth) as viewer:
 
         async def summary_arrival() -> float:
             async for raw in viewer:
@@ -153,7 +154,7 @@ async def one_call(ws_base: str, token: str, call_id: str, audio: np.ndarray) ->
             raise RuntimeError(f"call {call_id}: the events socket closed without a summary")
 
         waiting = asyncio.create_task(summary_arrival())
-        async with websockets.connect(audio_url) as ws:
+        async with websockets.connect(audio_url, additional_headers=auth) as ws:
             await ws.send(json.dumps(start))
             await ws.recv()
             t0 = time.monotonic()

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 import soxr
@@ -46,7 +46,7 @@ class AudioHookOptions:
     organization_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     api_key: str = ""
-    client_secret: bytes = b""  # empty: unsigned, with ``token`` as ?token= instead
+    client_secret: bytes = b""  # empty: unsigned, with ``token`` as Authorization: Bearer
     token: str = ""
     bad_signature: bool = False
     channels: tuple[Channel, ...] = ("external", "internal")
@@ -72,6 +72,8 @@ def upgrade_headers(options: AudioHookOptions, path: str, authority: str) -> dic
         "Audiohook-Correlation-Id": str(uuid.uuid4()),
         "X-API-KEY": options.api_key,
     }
+    if not options.client_secret and options.token:
+        headers["Authorization"] = f"Bearer {options.token}"
     if options.client_secret:
         values = {
             "@request-target": path,
@@ -87,7 +89,7 @@ def upgrade_headers(options: AudioHookOptions, path: str, authority: str) -> dic
 
 
 async def connect(options: AudioHookOptions) -> AudioHookClient:
-    path = "/v1/audiohook" + ("" if options.client_secret else f"?token={quote(options.token)}")
+    path = "/v1/audiohook"
     url = options.server.rstrip("/") + path
     headers = upgrade_headers(options, path, urlsplit(url).netloc)
     ws = await websockets.connect(url, additional_headers=headers, max_size=None)

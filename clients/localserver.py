@@ -13,12 +13,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120.0
+OUTPUT_LINES = 10_000
 
 
 def free_port() -> int:
@@ -60,6 +62,8 @@ class ServerProcess:
     port: int
     token: str
     data_dir: Path
+    # the lines it printed or logged so far (the last OUTPUT_LINES of them)
+    output: deque[str] = field(default_factory=lambda: deque(maxlen=OUTPUT_LINES))
 
     @property
     def ws(self) -> str:
@@ -68,6 +72,11 @@ class ServerProcess:
     @property
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The static (admin) token's ``Authorization`` header: it is refused as ``?token=``."""
+        return {"Authorization": f"Bearer {self.token}"}
 
 
 def start_server(data_dir: Path, token: str = "test-token", **env: str) -> ServerProcess:
@@ -104,16 +113,19 @@ def start_server(data_dir: Path, token: str = "test-token", **env: str) -> Serve
         lines.append(line)
         m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
         if m:
-            _drain_in_background(proc)
-            return ServerProcess(proc, int(m.group(1)), token, data_dir)
+            output = deque(lines, maxlen=OUTPUT_LINES)
+            server = ServerProcess(proc, int(m.group(1)), token, data_dir, output)
+            _drain_in_background(server)
+            return server
     proc.kill()
     raise RuntimeError("server did not start:\n" + "".join(lines))
 
 
-def _drain_in_background(proc: subprocess.Popen[str]) -> None:
+def _drain_in_background(server: ServerProcess) -> None:
     def drain() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
+        assert server.proc.stdout is not None
+        for line in server.proc.stdout:
+            server.output.append(line)
             sys.stderr.write("[server] " + line)
 
     threading.Thread(target=drain, daemon=True).start()

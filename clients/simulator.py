@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import soundfile as sf
@@ -37,6 +36,12 @@ from audio.codec import mulaw_encode
 
 FRAME_MS = 20
 OnEvent = Callable[[dict[str, Any]], None]
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The ``Authorization`` header for ``token`` (none for an empty one). The server takes
+    ``?token=`` only from viewer tokens, so the reference clients always send the header."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,10 @@ class SimOptions:
     client_secret: bytes = b""
     speaker: str = "unknown"  # Vonage: who is on its one channel
     webrtc: bool = False  # WebRTC (aiortc): a track per channel, real time whatever ``speed``
+    # Twilio with CUECARD_TWILIO_AUTH_TOKEN: the upgrade is signed over a fresh
+    # ``public_url/v1/twilio?nonce=…&ts=…`` (as Twilio signs the TwiML's <Stream url>)
+    twilio_auth_token: str = ""
+    public_url: str = ""
 
     def __post_init__(self) -> None:
         if self.speed < 0:
@@ -82,8 +91,11 @@ async def simulate(path: Path, options: SimOptions, on_event: OnEvent | None = N
     audio, rate = load_wav(path)
     result = SimResult(options.call_id, [], len(audio) / rate)
     t0: list[float] = []
-    events_url = f"{options.server}/v1/calls/{options.call_id}/events?token={quote(options.token)}"
-    async with websockets.connect(events_url, max_size=None) as events_ws:
+    events_url = f"{options.server}/v1/calls/{options.call_id}/events"
+    headers = bearer(options.token)
+    async with websockets.connect(
+        events_url, max_size=None, additional_headers=headers
+    ) as events_ws:
 
         async def listen() -> None:
             # A close that is not 1000 (e.g. 1012 when the server shuts down) ends the
@@ -147,8 +159,8 @@ async def _send_native(audio: np.ndarray, rate: int, options: SimOptions, t0: li
         "rep_id": options.rep_id,
         "prior": options.prior,
     }
-    url = f"{options.server}/v1/calls/{options.call_id}/audio?token={quote(options.token)}"
-    async with websockets.connect(url) as ws:
+    url = f"{options.server}/v1/calls/{options.call_id}/audio"
+    async with websockets.connect(url, additional_headers=bearer(options.token)) as ws:
         await ws.send(json.dumps(start))
         reply = json.loads(await ws.recv())
         if reply.get("type") != "started":
@@ -170,7 +182,14 @@ async def _send_twilio(audio: np.ndarray, rate: int, options: SimOptions, t0: li
         if x is not None
     }
     stream_sid = "MZ" + uuid.uuid4().hex
-    async with websockets.connect(f"{options.server}/v1/twilio") as ws:
+    url, headers = f"{options.server}/v1/twilio", {}
+    if options.twilio_auth_token:
+        from server.auth import twilio_signature, twilio_stream_url
+
+        signed = twilio_stream_url(options.public_url or options.server, time.time())
+        url += signed[signed.index("?") :]
+        headers = {"X-Twilio-Signature": twilio_signature(options.twilio_auth_token, signed)}
+    async with websockets.connect(url, additional_headers=headers) as ws:
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
         start = {
             "event": "start",
@@ -244,8 +263,8 @@ async def _send_vonage(audio: np.ndarray, rate: int, options: SimOptions, t0: li
         "speaker": options.speaker,
         "rep_id": options.rep_id,
     }
-    url = f"{options.server}/v1/vonage?token={quote(options.token)}"
-    async with websockets.connect(url) as ws:
+    first["token"] = options.token  # the NCCO's headers, in Vonage's first message
+    async with websockets.connect(f"{options.server}/v1/vonage") as ws:
         await ws.send(json.dumps(first))
         step = out_rate * FRAME_MS // 1000
         for i in range(0, len(pcm), step):

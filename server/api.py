@@ -1,7 +1,10 @@
 """The REST API over stored calls (``/v1``), documented by its OpenAPI schema.
 
-``build_router(store, auth=...)`` returns a router the app mounts; ``auth`` is a FastAPI
-dependency applied to every route (it raises 401 on a missing or wrong bearer token).
+``build_router(store, auth=...)`` returns a router the app mounts; ``auth(scope, per_call)``
+makes each route's FastAPI dependency (``server.access.Authenticator.requirement``: 401 on a
+missing or invalid token, 403 on a token without the scope, or for another call). Reads of
+one call need ``events:read`` on that call, lists and statistics ``events:read`` on every call
+(``*``), ``DELETE`` needs ``admin``.
 
 - ``GET /v1/calls`` — newest first; filters ``since``/``until`` (ISO 8601 or epoch seconds,
   on the call's start), ``rep``, ``outcome``, ``status``, ``q`` (all words must occur in the
@@ -37,6 +40,7 @@ from guidance.summary import BuiltinSummarizer, Outcome, Summarizer, Summary
 from guidance.summary_markdown import render_markdown
 from nlp.insight import Insight
 from nlp.transcript import Transcript
+from server.auth import Scope
 from server.card_stats import card_stats
 from server.handoff import summarize_stored, summary_from_wire
 from server.store import (
@@ -213,16 +217,22 @@ async def summary_of(store: CallStore, call_id: str, fallback: Summarizer) -> Su
 def build_router(
     store: CallStore,
     *,
-    auth: Callable[..., Any],
+    auth: Callable[[Scope, bool], Callable[..., Any]],
     fallback: Summarizer | None = None,
     webhooks: WebhookSender | None = None,
 ) -> APIRouter:
-    """The ``/v1`` routes over ``store``; every route depends on ``auth``; ``webhooks`` (the
-    server's sender, if URLs are configured) serves redelivery."""
-    router = APIRouter(prefix="/v1", tags=["calls"], dependencies=[Depends(auth)])
+    """The ``/v1`` routes over ``store``; each depends on ``auth(scope, per_call)``;
+    ``webhooks`` (the server's sender, if URLs are configured) serves redelivery."""
+    router = APIRouter(prefix="/v1", tags=["calls"])
     summarizer = fallback or BuiltinSummarizer()
+    read_all = [Depends(auth("events:read", False))]
+    read_one = [Depends(auth("events:read", True))]
+    admin = [Depends(auth("admin", False))]
 
-    @router.get("/calls", response_model=CallList, summary="List calls, newest first")
+    @router.get(
+        "/calls", response_model=CallList, dependencies=read_all,
+        summary="List calls, newest first",
+    )  # fmt: skip
     async def list_calls(
         since: Annotated[datetime | None, Query(description="started at or after")] = None,
         until: Annotated[datetime | None, Query(description="started before")] = None,
@@ -247,7 +257,7 @@ def build_router(
         return CallList(calls=[_call_out(r) for r in records], limit=limit, offset=offset)
 
     @router.get(
-        "/calls/{call_id}", response_model=CallDetail, responses=_NOT_FOUND,
+        "/calls/{call_id}", response_model=CallDetail, responses=_NOT_FOUND, dependencies=read_one,
         summary="A call with its transcript, insights, cards, scores and status changes",
     )  # fmt: skip
     async def get_call(call_id: str) -> CallDetail:
@@ -272,6 +282,7 @@ def build_router(
     @router.get(
         "/calls/{call_id}/summary",
         response_model=Summary,
+        dependencies=read_one,
         summary="The call's summary (JSON, or Markdown with ?format=markdown)",
         responses={
             **_NOT_FOUND,
@@ -295,7 +306,7 @@ def build_router(
 
     @router.get(
         "/calls/{call_id}/deliveries", response_model=list[DeliveryOut], responses=_NOT_FOUND,
-        summary="Webhook delivery attempts for the call",
+        dependencies=read_one, summary="Webhook delivery attempts for the call",
     )  # fmt: skip
     async def get_deliveries(call_id: str) -> list[DeliveryOut]:
         attempts = await _guard(store.deliveries(call_id))
@@ -313,7 +324,7 @@ def build_router(
         ]
 
     @router.post(
-        "/calls/{call_id}/deliveries/redeliver", status_code=202,
+        "/calls/{call_id}/deliveries/redeliver", status_code=202, dependencies=admin,
         response_model=RedeliveryOut, tags=["webhooks"],
         summary="Re-send the call's summary webhook (admin)",
         responses={
@@ -345,7 +356,7 @@ def build_router(
         return RedeliveryOut(delivery_id=delivery_id, urls=urls)
 
     @router.delete(
-        "/calls/{call_id}", status_code=204, responses=_NOT_FOUND,
+        "/calls/{call_id}", status_code=204, responses=_NOT_FOUND, dependencies=admin,
         summary="Delete a call and everything derived from it",
     )  # fmt: skip
     async def delete_call(call_id: str) -> Response:
@@ -353,7 +364,7 @@ def build_router(
         return Response(status_code=204)
 
     @router.get(
-        "/cards/stats", response_model=CardStatsOut, tags=["cards"],
+        "/cards/stats", response_model=CardStatsOut, tags=["cards"], dependencies=read_all,
         summary="Per card kind: shown, used, dismissed, no action, dismiss rate",
     )  # fmt: skip
     async def get_card_stats(

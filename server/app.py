@@ -7,9 +7,10 @@
 - ``GET /`` the rep's page; ``GET /healthz``; the REST API of ``server.api``; ``GET /v1/stats``
 - ``GET /livez``, ``/readyz``, ``/metrics``: ``server.ops``
 
-Every route checks who is asking (``server.auth``); ``/healthz`` tells only that the process
-is up. What a peer may send is bounded (``server.limits``, the ``CUECARD_*`` limit settings):
-every audio socket reads through ``server.sockets.next_message`` (text size, message rate, a
+Every route checks who is asking and that the token's scope and call allow it
+(``server.auth``, ``server.access``; the table is in docs/api.md, "Authentication");
+``/healthz`` tells only that the process is up. What a peer may send is bounded
+(``server.limits``, the ``CUECARD_*`` limit settings): every audio socket reads through ``server.sockets.next_message`` (text size, message rate, a
 timeout), counts its audio against the source's pace, and ends its call with the true reason
 (``EndState``): ``ended`` (stop message or a normal close), ``interrupted`` (dropped, broken
 protocol), ``timed_out``, ``limit_exceeded``, ``server_shutdown`` (the drain, ``server.drain``;
@@ -27,11 +28,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
+from fastapi import Depends, FastAPI, WebSocket
 from fastapi.responses import HTMLResponse
 
+from server.access import AccessRefused, Authenticator, subprotocol
 from server.api import build_router
-from server.auth import Authenticator, twilio_signature_valid
+from server.auth import Forbidden, Grant, Scope, Unauthenticated
 from server.bus import Bus
 from server.clock import Clock, SystemClock
 from server.ingest import (
@@ -118,17 +120,13 @@ def build_app(rt: Runtime) -> FastAPI:
     )
     app.state.runtime = rt
 
-    async def require_token(request: Request) -> None:
-        if not rt.auth.allows(request):
-            raise HTTPException(
-                401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
-            )
-
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
         return {"ok": True}
 
-    @app.get("/v1/stats", dependencies=[Depends(require_token)], tags=["operations"])
+    admin = Depends(rt.auth.requirement("admin", per_call=False))
+
+    @app.get("/v1/stats", dependencies=[admin], tags=["operations"])
     async def stats() -> dict[str, Any]:
         """Load of this server: live calls, the time the Whisper thread has spent
         recognizing since start-up (its busy share of wall time is the ASR capacity used),
@@ -146,18 +144,9 @@ def build_app(rt: Runtime) -> FastAPI:
         body = resources.files("clients").joinpath("web/index.html").read_text()
         return HTMLResponse(body, headers=SECURITY)  # the pages' CSP, nosniff, no framing
 
-    async def admitted(ws: WebSocket) -> bool:
-        """Accept the socket, then close it with 1008 unless the token is right: a close
-        reason can only be sent on an accepted socket."""
-        await ws.accept()
-        if rt.auth.allows(ws):
-            return True
-        await close_socket(ws, POLICY_VIOLATION, "missing or wrong token")
-        return False
-
     @app.websocket("/v1/calls/{call_id}/audio")
     async def native_audio(ws: WebSocket, call_id: str) -> None:
-        if await admitted(ws):
+        if await admitted(rt, ws, "audio:write", call_id):
             await _native(rt, ws, call_id)
 
     @app.websocket("/v1/twilio")
@@ -167,13 +156,13 @@ def build_app(rt: Runtime) -> FastAPI:
 
     @app.websocket("/v1/calls/{call_id}/events")
     async def events(ws: WebSocket, call_id: str) -> None:
-        if await admitted(ws):
-            await serve_viewer(rt, ws, call_id)
+        if grant := await admitted(rt, ws, "events:read", call_id):
+            await serve_viewer(rt, ws, call_id, grant)
 
     app.include_router(
         build_router(
             rt.store,
-            auth=require_token,
+            auth=rt.auth.requirement,
             fallback=rt.engines.summarizer,
             webhooks=rt.engines.webhooks,
         )
@@ -186,11 +175,23 @@ def build_app(rt: Runtime) -> FastAPI:
     pages.register(app, rt)
     from server import ops  # /livez, /readyz, /metrics
 
-    ops.register(app, rt, auth=require_token)
+    ops.register(app, rt, auth=rt.auth.requirement("admin", per_call=False))
     from server import webrtc  # WebRTC and the softphone page (imports this module too)
 
     webrtc.register(app, rt)
     return app
+
+
+async def admitted(rt: Runtime, ws: WebSocket, scope: Scope, call_id: str) -> Grant | None:
+    """Accept the socket (selecting the ``cuecard.bearer`` subprotocol when it was offered),
+    then close it with 1008 and the reason unless its token allows ``scope`` on ``call_id``:
+    a close reason can only be sent on an accepted socket."""
+    await ws.accept(subprotocol=subprotocol(ws))
+    try:
+        return rt.auth.authorize(ws, scope, call_id)
+    except (Unauthenticated, Forbidden) as err:
+        await close_socket(ws, POLICY_VIOLATION, str(err))
+        return None
 
 
 async def _serve_audio(rt: Runtime, ws: WebSocket, call: AudioSocket, run: Awaitable[None]) -> None:
@@ -200,7 +201,8 @@ async def _serve_audio(rt: Runtime, ws: WebSocket, call: AudioSocket, run: Await
     try:
         await run
     except ProtocolError as err:
-        log.warning("%s: closing audio socket: %s", call.label, err.reason)
+        if not isinstance(err, AccessRefused):  # (that is logged where refused, rate-limited)
+            log.warning("%s: closing audio socket: %s", call.label, err.reason)
         await _end(rt, call, err.end_state, err.reason)
         await close_socket(ws, err.code, err.reason)
     except BaseException:
@@ -247,13 +249,13 @@ async def _native_loop(rt: Runtime, ws: WebSocket, call_id: str, call: AudioSock
 
 async def _twilio(rt: Runtime, ws: WebSocket) -> None:
     """Twilio: nothing is ever sent back on this socket but the close frame."""
-    if rt.settings.twilio_auth_token:
-        url = rt.settings.public_url.rstrip("/") + "/v1/twilio"
-        if not twilio_signature_valid(
-            rt.settings.twilio_auth_token, url, ws.headers.get("x-twilio-signature")
-        ):
-            log.warning("twilio stream rejected: bad X-Twilio-Signature")
-            await close_socket(ws, POLICY_VIOLATION, "bad X-Twilio-Signature")
+    if rt.auth.twilio is not None:  # signed over the URL with its one-use nonce and ts
+        query = ws.scope.get("query_string", b"").decode("latin-1")
+        signature = ws.headers.get("x-twilio-signature")
+        refusal = rt.auth.twilio.refusal(query, signature, rt.clock.now())
+        if refusal is not None:
+            rt.auth.refused(ws, refusal)
+            await close_socket(ws, POLICY_VIOLATION, refusal)
             return
     call = rt.audio_socket("twilio stream")
     await _serve_audio(rt, ws, call, _twilio_loop(rt, ws, call))
@@ -281,7 +283,7 @@ async def _twilio_loop(rt: Runtime, ws: WebSocket, call: AudioSocket) -> None:
             raise ProtocolError(INVALID_PAYLOAD, "twilio sends JSON text frames only")
         event = stream.feed(text)
         if isinstance(event, TwilioStarted):
-            call.session = await _open_twilio(rt, event)
+            call.session = await _open_twilio(rt, ws, event)
         elif isinstance(event, TwilioStopped):
             if call.session is not None:
                 await call.session.feed(stream.flush())
@@ -293,12 +295,17 @@ async def _twilio_loop(rt: Runtime, ws: WebSocket, call: AudioSocket) -> None:
             await call.session.feed(event)
 
 
-async def _open_twilio(rt: Runtime, event: TwilioStarted) -> CallSession:
-    if not rt.settings.twilio_auth_token and not rt.auth.check(event.custom.get("token")):
-        raise ProtocolError(POLICY_VIOLATION, "missing or wrong token parameter")
+async def _open_twilio(rt: Runtime, ws: WebSocket, event: TwilioStarted) -> CallSession:
+    """Without ``CUECARD_TWILIO_AUTH_TOKEN`` (no signed upgrade) the start's ``token``
+    parameter must allow ``audio:write`` on the call."""
     call_id = event.custom.get("call_id") or event.call_sid
     if not valid_call_id(call_id):
         raise ProtocolError(POLICY_VIOLATION, f"callSid/call_id: {CALL_ID_RULE}")
+    if rt.auth.twilio is None:
+        try:
+            rt.auth.authorize(ws, "audio:write", call_id, event.custom.get("token") or "")
+        except (Unauthenticated, Forbidden) as err:
+            raise AccessRefused(f"token parameter: {err}") from None
     meta = CallMeta(call_id, "twilio", event.custom.get("rep_id"), rt.clock.now())
     return await _open_session(rt, meta, event.speakers, event.vocabulary)
 

@@ -7,8 +7,9 @@ here requires every component Genesys signs (``@request-target``, ``@authority``
 ``audiohook-organization-id``, ``audiohook-session-id``, ``audiohook-correlation-id``,
 ``x-api-key``), a ``created`` within ``max_age_s`` (plus ``skew_s`` of clock difference either
 way), an ``expires`` not passed, and a nonce it has not seen before: each verified nonce is
-remembered until its signature could no longer pass the age check, in a bounded cache (when
-full of live nonces, new connections are refused rather than a replay let through).
+remembered until its signature could no longer pass the age check, in a bounded cache
+(``server.nonces.ReplayCache``: when full of live nonces, new connections are refused rather
+than a replay let through).
 
 ``CUECARD_AUDIOHOOK_KEYS`` is a JSON object mapping each API key to its base64 client secret.
 The signature base is rebuilt from the parsed ``Signature-Input`` in the canonical RFC 8941
@@ -30,6 +31,8 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+from server.nonces import NonceReplayed, ReplayCache, ReplayCacheFull
 
 REQUIRED_COMPONENTS = (
     "@request-target",
@@ -233,8 +236,7 @@ class SignatureVerifier:
     now: Callable[[], float]
     max_age_s: float = 10.0
     skew_s: float = 5.0
-    max_nonces: int = 100_000
-    _seen: dict[str, float] = field(default_factory=dict)  # nonce -> when it may be forgotten
+    nonces: ReplayCache = field(default_factory=ReplayCache)
 
     def verify(self, headers: Mapping[str, str], request_target: str, method: str = "GET") -> str:
         """The verified API key; raises ``SignatureRefused`` saying why not. ``headers``
@@ -287,7 +289,7 @@ class SignatureVerifier:
             isinstance(expires, int) and expires < now - self.skew_s
         ):
             raise SignatureRefused("signature expired")
-        if nonce in self._seen:
+        if self.nonces.seen(nonce):
             raise SignatureRefused("signature replayed (nonce already used)")
         return p
 
@@ -315,9 +317,8 @@ class SignatureVerifier:
         return values
 
     def _remember(self, nonce: str, created: int) -> None:
-        now = self.now()
-        if len(self._seen) >= self.max_nonces:
-            self._seen = {n: t for n, t in self._seen.items() if t > now}
-        if len(self._seen) >= self.max_nonces:
-            raise SignatureRefused("too many connections in the replay window; retry shortly")
-        self._seen[nonce] = created + self.max_age_s + 2 * self.skew_s
+        forget_at = created + self.max_age_s + 2 * self.skew_s
+        try:
+            self.nonces.use(nonce, forget_at, self.now())
+        except (NonceReplayed, ReplayCacheFull) as err:
+            raise SignatureRefused(str(err)) from None

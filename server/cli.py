@@ -63,6 +63,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         options = _source_options(options, args, settings)
     if args.webrtc:  # a track per channel over WebRTC, in real time whatever --speed says
         options = dataclasses.replace(options, webrtc=True)
+    if args.twilio and settings.twilio_auth_token:  # signed like Twilio's upgrade
+        options = dataclasses.replace(
+            options, twilio_auth_token=settings.twilio_auth_token, public_url=settings.public_url
+        )
 
     def show(event: dict[str, Any]) -> None:
         print(json.dumps(event) if args.json else format_event(event), flush=True)
@@ -88,7 +92,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _source_options(options: Any, args: argparse.Namespace, settings: Settings) -> Any:
-    """--audiohook: signed with the first of CUECARD_AUDIOHOOK_KEYS (else ?token=), the call
+    """--audiohook: signed with the first of CUECARD_AUDIOHOOK_KEYS (else the token), the call
     id a UUID (the conversationId); --vonage: one mixed channel labelled --speaker."""
     import uuid
 
@@ -209,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registrars() -> list[Any]:
-    from server import calls_cli, enroll_cli, guidance_cli, intent_cli, redact_cli
+    from server import calls_cli, enroll_cli, guidance_cli, intent_cli, redact_cli, token_cli
 
     return [
         enroll_cli.register,
@@ -217,6 +221,7 @@ def _registrars() -> list[Any]:
         redact_cli.register,
         guidance_cli.register,
         calls_cli.register,
+        token_cli.register,
     ]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import shutil
 import signal
@@ -27,8 +28,9 @@ import uvicorn
 
 from nlp.insight import Insight
 from nlp.transcript import Transcript
+from server.access import Authenticator
 from server.app import Runtime, build_app
-from server.auth import Authenticator
+from server.auth import safe_host
 from server.bus import Bus
 from server.clock import SystemClock
 from server.drain import drain
@@ -60,7 +62,8 @@ async def build_runtime(settings: Settings) -> Runtime:
         await engines.webhooks.start()
     await mark_interrupted(store, engines)  # before the bus: no viewer can be watching yet
     bus = Bus() if settings.store == "sqlite" else _redis_bus(settings.store)
-    rt = Runtime(settings, engines, store, bus, Authenticator(settings.resolved_token()), clock)
+    auth = Authenticator.from_settings(settings, clock)
+    rt = Runtime(settings, engines, store, bus, auth, clock)
 
     async def act_here(call_id: str, message: dict[str, Any]) -> list[dict[str, Any]] | None:
         session = rt.sessions.get(call_id)
@@ -225,13 +228,17 @@ class _Server(uvicorn.Server):
 
 
 async def _serve(rt: Runtime, settings: Settings, demo: bool) -> int:
+    host, warning = safe_host(settings.host, settings.secret_configured)
+    if warning is not None:  # no secret was set up for a network: loopback only, loudly
+        log.warning("NOT LISTENING ON %s: %s", settings.host, warning)
+        settings = dataclasses.replace(settings, host=host)
     app = build_app(rt)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         ws=WebSocketProtocol,  # websockets-sansio; invalid UTF-8 closes with a reason
-        log_level="warning",
+        log_level="warning",  # keeps uvicorn's access log off: it would print ?token= queries
         ws_max_size=1 << 20,
         lifespan="off",
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
@@ -243,15 +250,9 @@ async def _serve(rt: Runtime, settings: Settings, demo: bool) -> int:
     if serving.done():
         return 1
     port = server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.port
-    base = f"http://{settings.host}:{port}"
+    for line in _banner(rt, settings, port, demo):
+        print(line, flush=True)
     token = settings.resolved_token()
-    print(f"Cuecard is listening on {base}  (data: {settings.data_dir})", flush=True)
-    page = f"{base}/#token={token}" + ("&call=demo" if demo else "")
-    print(f"  rep's page:  {page}", flush=True)
-    print(
-        f"  simulate:    cuecard simulate FILE.wav --server ws://{settings.host}:{port}", flush=True
-    )
-    print(f"  API docs:    {base}/docs", flush=True)
     demo_task = asyncio.create_task(_demo(settings, port, token)) if demo else None
     try:
         await serving
@@ -263,6 +264,28 @@ async def _serve(rt: Runtime, settings: Settings, demo: bool) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await server.draining
     return 0
+
+
+def _banner(rt: Runtime, settings: Settings, port: int, demo: bool) -> list[str]:
+    """The start-up lines: the pages' links carry fresh viewer tokens (12 h), never the
+    static admin token, which is shown by its first characters and where it is kept."""
+    base = f"http://{settings.host}:{port}"
+    token = settings.resolved_token()
+    kept = "CUECARD_TOKEN" if settings.token else str(settings.data_dir / "token")
+    from_file = '"$CUECARD_TOKEN"' if settings.token else f'"$(cat {kept})"'
+    call = "demo" if demo else "*"
+    rep = rt.auth.mint_viewer("rep page", ("events:read", "cards:act"), call)
+    manager = rt.auth.mint_viewer("manager page", ("events:read",), "*")
+    mint_hint = "VIEWER_TOKEN (RS256: mint one with `cuecard token create --private-key …`)"
+    return [
+        f"Cuecard is listening on {base}  (data: {settings.data_dir})",
+        f"  rep's page:  {base}/#token={rep or mint_hint}" + ("&call=demo" if demo else ""),
+        f"  manager:     {base}/manager#token={manager or mint_hint}",
+        f"  admin token: {token[:4]}… (in {kept}; never put it in a page's URL)",
+        f"  simulate:    cuecard simulate FILE.wav --server ws://{settings.host}:{port}"
+        f" --token {from_file}",
+        f"  API docs:    {base}/docs",
+    ]
 
 
 async def _demo(settings: Settings, port: int, token: str) -> None:

@@ -7,7 +7,9 @@
 
 ``GET /`` (the rep's page) is ``server.app``'s. The pages and their assets carry no call data
 and need no token: the data comes from the token-protected API, the token from the URL
-fragment (``#token=…``), which browsers never send. Nothing is loaded from another host.
+fragment (``#token=…``, a viewer token: ``docs/api.md``, "Authentication"), which browsers
+never send; the pages send it as ``Authorization: Bearer`` (REST) and as the
+``Sec-WebSocket-Protocol`` bearer (sockets). Nothing is loaded from another host.
 """
 
 from __future__ import annotations

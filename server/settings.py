@@ -43,7 +43,13 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = field(default_factory=default_data_dir)
-    token: str = ""  # bearer token for every endpoint; empty: read or create data_dir/token
+    token: str = ""  # the static admin token; empty: read or create data_dir/token
+    # Scoped tokens (JWT, server/auth.py): HS256 with this secret (>= 32 characters; empty:
+    # read or create data_dir/jwt_secret), or RS256 verified with the PEM public key at
+    # jwt_public_key (a path); exp/nbf checked with jwt_leeway_s of clock skew (0-300)
+    jwt_secret: str = ""
+    jwt_public_key: str = ""
+    jwt_leeway_s: float = 30.0
     store: str = "sqlite"  # "sqlite" or a redis:// URL
     instance_id: str = ""  # with Redis: this instance's name, stable across restarts (host name)
     model: str = "tiny.en"
@@ -125,6 +131,7 @@ class Settings:
                 f"got {self.retention_days}"
             )
         self._check_urls()
+        self._check_jwt()
         try:
             parse_audiohook_keys(self.audiohook_keys)
         except ValueError as err:
@@ -187,6 +194,35 @@ class Settings:
                 f"CUECARD_PUBLIC_URL={self.public_url!r} is not a wss:// or https:// URL"
             )
 
+    def _check_jwt(self) -> None:
+        if not (math.isfinite(self.jwt_leeway_s) and 0 <= self.jwt_leeway_s <= 300):
+            raise SettingsError(
+                f"CUECARD_JWT_LEEWAY_S must be within [0, 300] seconds, got {self.jwt_leeway_s}"
+            )
+        if self.jwt_secret and self.jwt_public_key:
+            raise SettingsError(
+                "CUECARD_JWT_SECRET (HS256) and CUECARD_JWT_PUBLIC_KEY (RS256): set one, not both"
+            )
+        if self.jwt_secret and len(self.jwt_secret) < 32:
+            raise SettingsError("CUECARD_JWT_SECRET must be at least 32 characters")
+        if self.jwt_public_key:
+            try:
+                rsa_public_key(Path(self.jwt_public_key).expanduser())
+            except (OSError, ValueError) as err:
+                raise SettingsError(
+                    f"CUECARD_JWT_PUBLIC_KEY={self.jwt_public_key!r}: {err}"
+                ) from None
+
+    @property
+    def secret_configured(self) -> bool:
+        """Whether a token secret was set up (in the environment), rather than generated
+        into the data directory: without one the server binds to loopback only."""
+        return bool(self.token or self.jwt_secret or self.jwt_public_key)
+
+    def resolved_jwt_secret(self) -> str:
+        """The HS256 secret: configured, or kept in ``data_dir/jwt_secret`` (created 0600)."""
+        return self.jwt_secret or _kept_secret(self.data_dir / "jwt_secret", 48)
+
     @property
     def retention_s(self) -> float | None:
         """The maximum age of a stored call in seconds, or None to keep calls forever."""
@@ -211,17 +247,34 @@ class Settings:
 
     def resolved_token(self) -> str:
         """The bearer token: configured, or kept in ``data_dir/token`` (created 0600)."""
-        if self.token:
-            return self.token
-        path = self.data_dir / "token"
-        if path.exists():
-            return path.read_text().strip()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        token = secrets.token_urlsafe(24)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-        return token
+        return self.token or _kept_secret(self.data_dir / "token", 24)
+
+
+def _kept_secret(path: Path, n_bytes: int) -> str:
+    """The secret in ``path``, or a new random one written there (0600)."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(n_bytes)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return secret
+
+
+def rsa_public_key(path: Path) -> str:
+    """The PEM text of the RSA public key at ``path``; ValueError if it is none."""
+    from jwt.algorithms import RSAAlgorithm
+    from jwt.exceptions import InvalidKeyError
+
+    pem = path.read_text()
+    try:
+        key = RSAAlgorithm(RSAAlgorithm.SHA256).prepare_key(pem)
+    except InvalidKeyError as err:
+        raise ValueError(f"not an RSA key in PEM form ({err})") from None
+    if not hasattr(key, "verify") or hasattr(key, "sign"):
+        raise ValueError("must be the RSA *public* key (PEM), not the private key")
+    return pem
 
 
 def require_extra(variable: str, module: str, extra: str) -> None:

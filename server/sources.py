@@ -2,10 +2,11 @@
 
 - ``WS /v1/audiohook``  Genesys Cloud AudioHook Monitor (``server.audiohook``), authenticated
   by the upgrade's HTTP message signature against ``CUECARD_AUDIOHOOK_KEYS``
-  (``server.audiohook_auth``), or by the bearer token (``?token=`` or ``Authorization``) when
-  no keys are configured. The call's id is the AudioHook ``conversationId``.
-- ``WS /v1/vonage``     Vonage Voice WebSockets (``server.vonage``), authenticated by the
-  bearer token (``?token=`` on the NCCO's URI, or a ``token`` header in the first message).
+  (``server.audiohook_auth``), or when no keys are configured by a token with
+  ``audio:write`` (``Authorization: Bearer``) on the call, the AudioHook ``conversationId``.
+- ``WS /v1/vonage``     Vonage Voice WebSockets (``server.vonage``), authenticated by a token
+  with ``audio:write`` on the call: a ``token`` header in the first message (the NCCO's
+  ``headers``), else ``Authorization: Bearer`` on the upgrade.
 
 An AudioHook session that breaks the protocol (or fails authentication) is answered with
 ``disconnect`` and a reason; the client then has ``CLOSE_GRACE_S`` for its ``close``, which is
@@ -24,9 +25,11 @@ import logging
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
+from server.access import AccessRefused, subprotocol
 from server.app import Runtime, _close_session, _end, _open_session, _serve_audio
 from server.audiohook import AudioHookStream, Closing, DisconnectReason, Opening
 from server.audiohook_auth import SignatureRefused, SignatureVerifier, parse_keys
+from server.auth import Forbidden, Grant, Unauthenticated
 from server.ingest import (
     INVALID_PAYLOAD,
     POLICY_VIOLATION,
@@ -61,21 +64,26 @@ def register(app: FastAPI, rt: Runtime) -> None:
 
     @app.websocket("/v1/audiohook")
     async def audiohook(ws: WebSocket) -> None:
-        await ws.accept()
+        await ws.accept(subprotocol=subprotocol(ws))
         await _audiohook(rt, ws, verifier)
 
     @app.websocket("/v1/vonage")
     async def vonage(ws: WebSocket) -> None:
-        await ws.accept()
+        await ws.accept(subprotocol=subprotocol(ws))
         call = rt.audio_socket("vonage stream")
         await _serve_audio(rt, ws, call, _vonage_loop(rt, ws, call))
 
 
 # -- AudioHook ------------------------------------------------------------------------------
-def _refusal(rt: Runtime, ws: WebSocket, verifier: SignatureVerifier | None) -> str | None:
-    """Why the upgrade is not let in, or None."""
+def _refusal(
+    rt: Runtime, ws: WebSocket, verifier: SignatureVerifier | None
+) -> tuple[Grant | None, str | None]:
+    """The upgrade's token grant (None: signed), and why it is not let in (or None)."""
     if verifier is None:
-        return None if rt.auth.allows(ws) else "missing or wrong token"
+        try:  # the call is known at `open`: checked again then
+            return rt.auth.authorize(ws, "audio:write", None), None
+        except (Unauthenticated, Forbidden) as err:
+            return None, str(err)
     headers = {k: ", ".join(ws.headers.getlist(k)) for k in ws.headers}
     raw_path = ws.scope.get("raw_path") or ws.scope["path"].encode()
     query = ws.scope.get("query_string", b"")
@@ -83,26 +91,28 @@ def _refusal(rt: Runtime, ws: WebSocket, verifier: SignatureVerifier | None) -> 
     try:
         verifier.verify(headers, target)
     except SignatureRefused as err:
-        return str(err)
-    return None
+        return None, str(err)
+    return None, None
 
 
 async def _audiohook(rt: Runtime, ws: WebSocket, verifier: SignatureVerifier | None) -> None:
     stream = AudioHookStream(rt.settings.max_frame_bytes, ws.headers.get("audiohook-session-id"))
-    refusal = _refusal(rt, ws, verifier)
+    grant, refusal = _refusal(rt, ws, verifier)
     if refusal is not None:
-        log.warning("audiohook connection refused: %s", refusal)
+        if verifier is not None:  # (a token's refusal is logged already)
+            rt.auth.refused(ws, f"audiohook signature: {refusal}")
         await _wind_down(ws, stream, "unauthorized", refusal, POLICY_VIOLATION)
         return
     call = rt.audio_socket("audiohook session")
     try:
-        await _audiohook_loop(rt, ws, stream, call)
+        await _audiohook_loop(rt, ws, stream, call, grant)
     except ShuttingDown as err:  # the drain: the call is finished first, then let go
         await _end(rt, call, err.end_state, SHUTTING_DOWN)
         reason: DisconnectReason = "completed" if err.code == GOING_AWAY else "error"
         await _wind_down(ws, stream, reason, SHUTTING_DOWN, err.code)
     except ProtocolError as err:
-        log.warning("%s: disconnecting: %s", call.label, err.reason)
+        if not isinstance(err, AccessRefused):  # (that is logged where refused, rate-limited)
+            log.warning("%s: disconnecting: %s", call.label, err.reason)
         try:
             await _wind_down(ws, stream, "error", err.reason, err.code)
         finally:
@@ -113,7 +123,7 @@ async def _audiohook(rt: Runtime, ws: WebSocket, verifier: SignatureVerifier | N
 
 
 async def _audiohook_loop(
-    rt: Runtime, ws: WebSocket, stream: AudioHookStream, call: AudioSocket
+    rt: Runtime, ws: WebSocket, stream: AudioHookStream, call: AudioSocket, grant: Grant | None
 ) -> None:
     """``open`` must come within ``start_timeout_s``, then any message (audio, ``ping``)
     at least every ``idle_timeout_s``."""
@@ -140,7 +150,7 @@ async def _audiohook_loop(
         if step.note:
             log.info("%s: %s", call.label, step.note)
         if isinstance(step.event, Opening):
-            await _open(rt, ws, stream, step.event, call)
+            await _open(rt, ws, stream, step.event, call, grant)
         for reply in step.replies:
             await ws.send_json(reply)
         while chunks := stream.silence():  # a pause or a discard: keep the timeline
@@ -164,13 +174,21 @@ def _check_headers(ws: WebSocket, opening: Opening) -> None:
 
 
 async def _open(
-    rt: Runtime, ws: WebSocket, stream: AudioHookStream, opening: Opening, call: AudioSocket
+    rt: Runtime,
+    ws: WebSocket,
+    stream: AudioHookStream,
+    opening: Opening,
+    call: AudioSocket,
+    grant: Grant | None,
 ) -> None:
     _check_headers(ws, opening)
     if not opening.probe:  # the connection probe opens and closes, and is no call
         call_id = opening.conversation_id
         if not valid_call_id(call_id):  # pragma: no cover - a UUID always is
             raise ProtocolError(POLICY_VIOLATION, "conversationId is not a valid call id")
+        if grant is not None and (refusal := grant.refusal("audio:write", call_id)):
+            rt.auth.refused(ws, refusal)
+            raise AccessRefused(refusal)
         custom = opening.custom
         rep_id = str(custom["rep_id"])[:200] if custom.get("rep_id") else None
         vocabulary = custom.get("vocabulary")
@@ -226,7 +244,6 @@ async def _await_close(ws: WebSocket, stream: AudioHookStream) -> None:
 # -- Vonage ---------------------------------------------------------------------------------
 async def _vonage_loop(rt: Runtime, ws: WebSocket, call: AudioSocket) -> None:
     stream = VonageStream(rt.settings.max_frame_bytes)
-    by_header = rt.auth.allows(ws)
     wait_s = rt.settings.start_timeout_s
     silent = f"no websocket:connected message within {wait_s:g} s"
     first = await next_message(ws, call, wait_s, silent)
@@ -237,10 +254,12 @@ async def _vonage_loop(rt: Runtime, ws: WebSocket, call: AudioSocket) -> None:
     started = stream.feed_text(first["text"])
     if started is None:  # pragma: no cover - the first message starts or raises
         raise ProtocolError(INVALID_PAYLOAD, "first message must be websocket:connected")
-    if not by_header and not rt.auth.check(started.token):
-        raise ProtocolError(POLICY_VIOLATION, "missing or wrong token")
     if not valid_call_id(started.call_id):
         raise ProtocolError(POLICY_VIOLATION, f"call_id: {CALL_ID_RULE}")
+    try:  # the first message's token, else the upgrade's
+        rt.auth.authorize(ws, "audio:write", started.call_id, started.token or None)
+    except (Unauthenticated, Forbidden) as err:
+        raise AccessRefused(str(err)) from None
     meta = CallMeta(started.call_id, "vonage", started.rep_id, rt.clock.now())
     call.label = f"vonage call {started.call_id}"
     session = call.session = await _open_session(rt, meta, (started.speaker,), started.vocabulary)

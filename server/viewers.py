@@ -1,8 +1,11 @@
 """``WS /v1/calls/{call_id}/events``: the rep's event stream. Stored history first, then live
 events (durable ones never twice); the rep's card actions go back to the live session,
-wherever it runs. Bounded: ``max_viewers_per_call`` sockets per call (this instance), each
-message at most ``max_viewer_message_bytes``, at most ``max_messages_per_s``. The shutdown
-drain (``server.drain``) refuses new viewers with 1013 and closes the open ones with 1001.
+wherever it runs, from a token with ``cards:act`` on the call (the socket itself needs
+``events:read`` on it, checked by ``server.app``; one without is answered with an ``error``
+message and keeps viewing). Bounded: ``max_viewers_per_call`` sockets per call (this
+instance), each message at most ``max_viewer_message_bytes``, at most ``max_messages_per_s``.
+The shutdown drain (``server.drain``) refuses new viewers with 1013 and closes the open ones
+with 1001.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import WebSocket, WebSocketDisconnect
 
+from server.auth import Grant
 from server.bus import Subscription
 from server.ingest import POLICY_VIOLATION, TRY_AGAIN_LATER, ProtocolError, json_object
 from server.limits import CALL_ID_RULE, valid_call_id
@@ -26,7 +30,7 @@ VIEWER_WAIT_MAX_S = 3600.0
 NOT_FOUND = 4404  # application close code: unknown call id (as HTTP 404)
 
 
-async def serve_viewer(rt: Runtime, ws: WebSocket, call_id: str) -> None:
+async def serve_viewer(rt: Runtime, ws: WebSocket, call_id: str, grant: Grant) -> None:
     """History from the store, then live events; durable events are never sent twice. The
     socket closes with 1000 when the call ends, 1013 if the viewer falls too far behind or the
     call has ``max_viewers_per_call`` already (or the server is draining), 1001 "going away"
@@ -46,7 +50,7 @@ async def serve_viewer(rt: Runtime, ws: WebSocket, call_id: str) -> None:
     sub = rt.bus.subscribe(call_id)
     assert after_seq is not None
     sender = asyncio.create_task(_send_events(rt, ws, call_id, sub, wait_s, after_seq))
-    reader = asyncio.create_task(_viewer_messages(rt, ws, call_id))
+    reader = asyncio.create_task(_viewer_messages(rt, ws, call_id, grant))
     try:
         done, _ = await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
         if sender in done and sender.exception() is None:
@@ -140,10 +144,12 @@ async def _call_over(rt: Runtime, call_id: str) -> bool:
         return False
 
 
-async def _viewer_messages(rt: Runtime, ws: WebSocket, call_id: str) -> None:
-    """Messages from the rep's page (card actions) go to the live session, wherever it is;
-    one over ``max_viewer_message_bytes`` or the message rate raises ``LimitExceeded``."""
+async def _viewer_messages(rt: Runtime, ws: WebSocket, call_id: str, grant: Grant) -> None:
+    """Messages from the rep's page (card actions) go to the live session, wherever it is,
+    if the token has ``cards:act`` on the call; one over ``max_viewer_message_bytes`` or the
+    message rate raises ``LimitExceeded``."""
     guard = rt.guard(viewer=True)
+    refusal = grant.refusal("cards:act", call_id)
     while True:
         msg = await ws.receive()
         if msg["type"] == "websocket.disconnect":
@@ -156,6 +162,9 @@ async def _viewer_messages(rt: Runtime, ws: WebSocket, call_id: str) -> None:
             payload = json_object(text)
         except ProtocolError:
             await ws.send_json({"type": "error", "detail": "messages must be JSON objects"})
+            continue
+        if refusal is not None:  # a read-only viewer (a manager's, a dashboard's)
+            await ws.send_json({"type": "error", "detail": f"card action refused: {refusal}"})
             continue
         session = rt.sessions.get(call_id)
         # the call is live here, on another instance (the bus carries it there), or nowhere

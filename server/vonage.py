@@ -10,8 +10,8 @@ Vonage dials ``/v1/vonage``. Its first message is JSON text: ``event`` ``websock
   Cuecard cannot know who speaks from the protocol alone: a socket on the customer's leg says
   ``customer``; a mixed conversation stays ``unknown``, and no rep/customer rule is applied to
   it (the call's other sources, or a speaker decision made later, may name its turns);
-- ``rep_id``, ``vocabulary`` (comma-separated names), ``token`` (when the URL carries no
-  ``?token=``).
+- ``rep_id``, ``vocabulary`` (comma-separated names), ``token`` (a token with ``audio:write``
+  on the call, when the upgrade carries no ``Authorization`` header; never in the URL).
 
 Then binary frames of 16-bit little-endian linear PCM, mono, 20 ms each (320 or 640 bytes).
 Later text messages (``websocket:dtmf`` and the like) are read and ignored; anything that is

@@ -5,12 +5,14 @@ Routes (``register(app, rt)``):
 - ``POST /v1/calls/{call_id}/webrtc``  the offer ``{"type": "offer", "sdp": ..., "speakers":
   ["rep", "customer"]}`` (one speaker per audio m-line, in m-line order; ``rep_id``,
   ``prior``, ``vocabulary`` as in a native start), answered ``{"type": "answer", "sdp": ...}``
-  once ICE gathering is done (no trickle). Bearer token as everywhere (``Authorization``
-  or ``?token=``). Refusals are JSON ``{"detail": ...}``: 400 malformed offer, invalid SDP, no
-  audio, a non-audio or non-sending m-line, tracks and speakers that do not match, no common
-  codec, a bad call id; 401 token; 409 the call id is streaming or was used by an ended call;
+  once ICE gathering is done (no trickle). The token (``Authorization: Bearer``) needs
+  ``audio:write`` on the call. Refusals are JSON ``{"detail": ...}``: 400 malformed offer,
+  invalid SDP, no audio, a non-audio or non-sending m-line, tracks and speakers that do not
+  match, no common codec, a bad call id; 401 no or an invalid token; 403 a token without
+  ``audio:write`` on the call; 409 the call id is streaming or was used by an ended call;
   413 a body over 128 kB; 503 the server is at ``CUECARD_MAX_CALLS`` or shutting down.
-- ``GET /v1/webrtc/config``  the ICE servers the page should use (``CUECARD_ICE_SERVERS``).
+- ``GET /v1/webrtc/config``  the ICE servers the page should use (``CUECARD_ICE_SERVERS``);
+  a token with ``audio:write`` (on any call).
 - ``GET /softphone``  the browser softphone (``clients/web/softphone.html``, its scripts
   under ``/softphone/``): WebRTC, or 16-bit PCM from an AudioWorklet over the native socket.
 
@@ -56,6 +58,7 @@ from audio.chunk import AudioChunk
 from audio.codec import AudioFormatError
 from audio.tracks import TimelineOptions, TrackFrame, TrackTimeline
 from server.app import Runtime, _close_session, _open_session
+from server.auth import Forbidden, Unauthenticated
 from server.ingest import LimitExceeded, ProtocolError
 from server.limits import CALL_ID_RULE, InputGuard, InputLimits, valid_call_id
 from server.session import CallSession
@@ -106,8 +109,8 @@ def register(app: FastAPI, rt: Runtime) -> None:
     )
     async def webrtc_offer(call_id: str, request: Request) -> JSONResponse:
         """A WebRTC offer for the call's audio, answered by the server (see ``docs/api.md``)."""
-        if not rt.auth.allows(request):
-            return _unauthorized()
+        if (refused := _refused(rt, request, call_id)) is not None:
+            return refused
         try:
             sdp = await calls.answer(call_id, await _body(request))
         except OfferRefused as err:
@@ -118,8 +121,8 @@ def register(app: FastAPI, rt: Runtime) -> None:
     @app.get("/v1/webrtc/config", tags=["audio"])
     async def webrtc_config(request: Request) -> JSONResponse:
         """The ICE servers a softphone should use (``CUECARD_ICE_SERVERS``; none on a LAN)."""
-        if not rt.auth.allows(request):
-            return _unauthorized()
+        if (refused := _refused(rt, request, None)) is not None:
+            return refused
         return JSONResponse({"ice_servers": [s.as_json() for s in calls.ice_servers]})
 
     @app.get("/softphone", response_class=HTMLResponse, include_in_schema=False)
@@ -133,9 +136,15 @@ def register(app: FastAPI, rt: Runtime) -> None:
         return Response(_asset(name), media_type="text/javascript", headers=PAGE_HEADERS)
 
 
-def _unauthorized() -> JSONResponse:
-    detail = {"detail": "missing or wrong bearer token"}
-    return JSONResponse(detail, 401, headers={"WWW-Authenticate": "Bearer"})
+def _refused(rt: Runtime, request: Request, call_id: str | None) -> JSONResponse | None:
+    """401/403 unless the token allows ``audio:write`` on ``call_id`` (None: on some call)."""
+    try:
+        rt.auth.authorize(request, "audio:write", call_id)
+    except Unauthenticated as err:
+        return JSONResponse({"detail": str(err)}, 401, headers={"WWW-Authenticate": "Bearer"})
+    except Forbidden as err:
+        return JSONResponse({"detail": str(err)}, 403)
+    return None
 
 
 def _asset(name: str) -> str:

@@ -65,8 +65,8 @@ class Viewer:
 
 async def watch(server: ServerProcess, call_id: str) -> Viewer:
     """A viewer of ``call_id`` on ``server``, connected before the call starts."""
-    url = f"{server.ws}/v1/calls/{call_id}/events?token={server.token}&wait_s=120"
-    ws = await websockets.connect(url, max_size=None)
+    url = f"{server.ws}/v1/calls/{call_id}/events?wait_s=120"
+    ws = await websockets.connect(url, max_size=None, additional_headers=server.auth)
     viewer = Viewer()
 
     async def listen() -> None:
@@ -99,9 +99,9 @@ async def stream(server: ServerProcess, call_id: str, wav: Path, speed: float = 
     audio, rate = load_wav(wav)
     start = {"type": "start", "encoding": "pcm16", "sample_rate_hz": rate,
              "channels": audio.shape[1], "speakers": ["rep", "customer"][: audio.shape[1]]}  # fmt: skip
-    url = f"{server.ws}/v1/calls/{call_id}/audio?token={server.token}"
+    url = f"{server.ws}/v1/calls/{call_id}/audio"
     step = rate * FRAME_MS // 1000
-    async with websockets.connect(url) as ws:
+    async with websockets.connect(url, additional_headers=server.auth) as ws:
         try:
             await ws.send(json.dumps(start))
             assert json.loads(await ws.recv())["type"] == "started"
@@ -118,10 +118,10 @@ async def stream(server: ServerProcess, call_id: str, wav: Path, speed: float = 
 
 async def refused(server: ServerProcess, call_id: str) -> Closed:
     """Open a native audio socket and send a start: how the server closed it."""
-    url = f"{server.ws}/v1/calls/{call_id}/audio?token={server.token}"
+    url = f"{server.ws}/v1/calls/{call_id}/audio"
     start = {"type": "start", "encoding": "pcm16", "sample_rate_hz": 16000, "channels": 1,
              "speakers": ["customer"]}  # fmt: skip
-    async with websockets.connect(url) as ws:
+    async with websockets.connect(url, additional_headers=server.auth) as ws:
         with contextlib.suppress(websockets.ConnectionClosed):
             await ws.send(json.dumps(start))
             reply = await asyncio.wait_for(ws.recv(), 30)

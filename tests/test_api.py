@@ -88,7 +88,7 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Sqlit
     store = await SqliteCallStore.open(tmp_path, clock=ManualClock(T0 + 600))
     await seed(store)
     app = FastAPI()
-    app.include_router(build_router(store, auth=check_token))
+    app.include_router(build_router(store, auth=lambda scope, per_call: check_token))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         yield c, store
@@ -219,7 +219,7 @@ async def test_store_failure_is_503(tmp_path: Path) -> None:
     """A store failure answers 503 with the reason, not a 500."""
     store = await FailingStore.open(tmp_path)
     app = FastAPI()
-    app.include_router(build_router(store, auth=check_token))
+    app.include_router(build_router(store, auth=lambda scope, per_call: check_token))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         r = await c.get("/v1/calls", headers=AUTH)
     await store.close()
@@ -381,13 +381,13 @@ async def test_unknown_call_id_on_a_real_server(server: ServerProcess) -> None:
             "/v1/calls/no-such-call", headers={"Authorization": f"Bearer {server.token}"}
         )
     assert r.status_code == 404 and r.json() == {"detail": "unknown call id 'no-such-call'"}
-    base = f"{server.ws}/v1/calls/no-such-call/events?token={server.token}"
+    base = f"{server.ws}/v1/calls/no-such-call/events?"
     for query, code, reason in [
         ("&wait_s=0", 4404, "unknown call id 'no-such-call'"),
         ("&wait_s=0.2", 4404, "unknown call id 'no-such-call'"),
         ("&wait_s=soon", 1008, "wait_s must be a number of seconds"),
     ]:
-        async with websockets.connect(base + query) as ws:
+        async with websockets.connect(base + query, additional_headers=server.auth) as ws:
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 30)
         assert ws.close_code == code and reason in (ws.close_reason or ""), query

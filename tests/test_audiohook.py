@@ -64,9 +64,9 @@ def options(server: ServerProcess, **over: Any) -> AudioHookOptions:
 
 async def watched(server: ServerProcess, call_id: str, run: Awaitable[Any]) -> list[dict[str, Any]]:
     """The call's events from its viewer socket, while ``run`` streams the call."""
-    url = f"{server.ws}/v1/calls/{call_id}/events?token={server.token}"
+    url = f"{server.ws}/v1/calls/{call_id}/events"
     events: list[dict[str, Any]] = []
-    async with websockets.connect(url) as ws:
+    async with websockets.connect(url, additional_headers=server.auth) as ws:
 
         async def listen() -> None:
             with contextlib.suppress(websockets.ConnectionClosed):

@@ -118,8 +118,8 @@ async def test_a_call_on_one_instance_is_watched_and_acted_on_from_another(
     render(SCRIPT).write(wav)
     call_id = f"multi-{os.urandom(3).hex()}"
     seen: list[dict[str, Any]] = []
-    events_url = f"{b.ws}/v1/calls/{call_id}/events?token={b.token}&wait_s=60"
-    async with websockets.connect(events_url) as viewer:
+    events_url = f"{b.ws}/v1/calls/{call_id}/events?wait_s=60"
+    async with websockets.connect(events_url, additional_headers=b.auth) as viewer:
 
         async def watch() -> None:
             async for raw in viewer:

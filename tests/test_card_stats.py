@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pytest
@@ -106,7 +105,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     store = await SqliteCallStore.open(tmp_path, clock=ManualClock(T0 + 7200))
     await seed(store)
     app = FastAPI()
-    app.include_router(build_router(store, auth=check_token))
+    app.include_router(build_router(store, auth=lambda scope, per_call: check_token))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://test"
     ) as c:
@@ -193,8 +192,8 @@ async def test_the_reps_actions_on_a_real_call_reach_the_stats(
     acted: dict[str, str] = {}
 
     async def act_as_rep() -> None:
-        url = f"{server.ws}/v1/calls/{options.call_id}/events?token={quote(server.token)}"
-        async with websockets.connect(url) as ws:
+        url = f"{server.ws}/v1/calls/{options.call_id}/events"
+        async with websockets.connect(url, additional_headers=server.auth) as ws:
             async for raw in ws:
                 e = json.loads(raw)
                 if e["type"] != "card" or e["state"] not in ("issued", "confirmed"):

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from subprocess import PIPE, STDOUT
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -190,16 +189,20 @@ async def stream_mono(
 ) -> list[dict[str, Any]]:
     """The native protocol with one ``unknown`` channel, as fast as the socket takes it;
     every event of the call's events socket until it closes."""
-    base, token = server.ws, quote(server.token)
+    base, auth = server.ws, server.auth
     events: list[dict[str, Any]] = []
-    async with websockets.connect(f"{base}/v1/calls/{call_id}/events?token={token}") as viewer:
+    async with websockets.connect(
+        f"{base}/v1/calls/{call_id}/events", additional_headers=auth
+    ) as viewer:
 
         async def watch() -> None:
             async for raw in viewer:
                 events.append(json.loads(raw))
 
         watcher = asyncio.create_task(watch())
-        async with websockets.connect(f"{base}/v1/calls/{call_id}/audio?token={token}") as ws:
+        async with websockets.connect(
+            f"{base}/v1/calls/{call_id}/audio", additional_headers=auth
+        ) as ws:
             start = {"type": "start", "encoding": "pcm16", "sample_rate_hz": 16000}
             await ws.send(
                 json.dumps({**start, "channels": 1, "speakers": ["unknown"], "rep_id": rep_id})

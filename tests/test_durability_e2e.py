@@ -41,12 +41,12 @@ async def stream_until_killed(
     srv: ServerProcess, audio: np.ndarray, seen: list[dict[str, Any]]
 ) -> None:
     """Stream ``audio`` at 1.0x; SIGKILL the server once the viewer has seen enough finals."""
-    events_url = f"{srv.ws}/v1/calls/{CALL_ID}/events?token={srv.token}"
-    audio_url = f"{srv.ws}/v1/calls/{CALL_ID}/audio?token={srv.token}"
+    events_url = f"{srv.ws}/v1/calls/{CALL_ID}/events"
+    audio_url = f"{srv.ws}/v1/calls/{CALL_ID}/audio"
     enough = asyncio.Event()
 
     async def view() -> None:
-        async with websockets.connect(events_url, max_size=None) as ws:
+        async with websockets.connect(events_url, max_size=None, additional_headers=srv.auth) as ws:
             async for raw in ws:
                 event = json.loads(raw)
                 if event["type"] == "transcript" and event["is_final"]:
@@ -57,7 +57,7 @@ async def stream_until_killed(
     async def send() -> None:
         start = {"type": "start", "encoding": "pcm16", "sample_rate_hz": 16000, "channels": 2,
                  "speakers": ["rep", "customer"], "rep_id": "ana"}  # fmt: skip
-        async with websockets.connect(audio_url) as ws:
+        async with websockets.connect(audio_url, additional_headers=srv.auth) as ws:
             await ws.send(json.dumps(start))
             assert json.loads(await ws.recv())["type"] == "started"
             t0 = time.monotonic()
@@ -140,7 +140,7 @@ async def test_sigkill_mid_call_keeps_every_final_a_viewer_saw(tmp_path: Path) -
             stored = {t["utterance_id"]: t["text"] for t in body["transcript"]}
             statuses = [s["state"] for s in body["statuses"]]
             async with websockets.connect(
-                f"{second.ws}/v1/calls/{CALL_ID}/events?token={second.token}&wait_s=0"
+                f"{second.ws}/v1/calls/{CALL_ID}/events?wait_s=0", additional_headers=second.auth
             ) as ws:
                 replay = [json.loads(m) async for m in ws]
             for _ in range(100):  # the hand-off is delivered in the background

@@ -47,7 +47,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 def audio_url(srv: ServerProcess, call_id: str) -> str:
-    return f"{srv.ws}/v1/calls/{call_id}/audio?token={srv.token}"
+    return f"{srv.ws}/v1/calls/{call_id}/audio"
 
 
 async def closed(ws: Any) -> tuple[int | None, str]:
@@ -59,7 +59,9 @@ async def closed(ws: Any) -> tuple[int | None, str]:
 
 
 async def started(srv: ServerProcess, call_id: str) -> Any:
-    ws = await websockets.connect(audio_url(srv, call_id), max_size=None)
+    ws = await websockets.connect(
+        audio_url(srv, call_id), additional_headers=srv.auth, max_size=None
+    )
     await ws.send(json.dumps(START))
     assert json.loads(await ws.recv())["type"] == "started"
     return ws
@@ -131,7 +133,7 @@ async def test_deep_json_and_invalid_utf8_close_with_reasons_while_another_call_
 async def test_close_reasons_built_from_client_input_fit_123_bytes(srv: ServerProcess) -> None:
     """Non-ASCII call ids, Twilio event and track names, and a long unknown call id on the
     events socket give reasons of at most 123 bytes (the close itself never fails)."""
-    async with websockets.connect(audio_url(srv, "é" * 100)) as ws:
+    async with websockets.connect(audio_url(srv, "é" * 100), additional_headers=srv.auth) as ws:
         fits(await closed(ws), 1008, "call id must be")
     async with websockets.connect(f"{srv.ws}/v1/twilio") as ws:
         await ws.send(json.dumps({"event": "é" * 100}))
@@ -142,10 +144,12 @@ async def test_close_reasons_built_from_client_input_fit_123_bytes(srv: ServerPr
         fits(await closed(ws), 1007, "unknown track")
     long_id = "a" * 128
     async with websockets.connect(
-        f"{srv.ws}/v1/calls/{long_id}/events?token={srv.token}&wait_s=0"
+        f"{srv.ws}/v1/calls/{long_id}/events?wait_s=0", additional_headers=srv.auth
     ) as ws:
         fits(await closed(ws), 4404, "unknown call id 'aaaa")
-    async with websockets.connect(f"{srv.ws}/v1/calls/{'a' * 200}/events?token={srv.token}") as ws:
+    async with websockets.connect(
+        f"{srv.ws}/v1/calls/{'a' * 200}/events", additional_headers=srv.auth
+    ) as ws:
         fits(await closed(ws), 1008, "call id must be")
     await healthy(srv)
 
@@ -154,7 +158,7 @@ async def test_close_reasons_built_from_client_input_fit_123_bytes(srv: ServerPr
 async def test_bad_call_ids_are_refused_before_any_work(srv: ServerProcess, call_id: str) -> None:
     """'..', '.', superscripts, Cyrillic look-alikes and 129 characters are refused with 1008
     before the start message is even read; nothing is stored."""
-    async with websockets.connect(audio_url(srv, call_id)) as ws:
+    async with websockets.connect(audio_url(srv, call_id), additional_headers=srv.auth) as ws:
         fits(await closed(ws), 1008, "call id must be")
     async with httpx.AsyncClient(base_url=srv.http) as c:
         r = await c.get("/v1/calls", headers={"Authorization": f"Bearer {srv.token}"})
@@ -168,7 +172,9 @@ async def test_an_ended_calls_id_is_refused_not_merged(srv: ServerProcess) -> No
     async with httpx.AsyncClient(base_url=srv.http) as c:
         auth = {"Authorization": f"Bearer {srv.token}"}
         before = (await c.get("/v1/calls/used-once", headers=auth)).json()["call"]["event_count"]
-        async with websockets.connect(audio_url(srv, "used-once")) as ws:
+        async with websockets.connect(
+            audio_url(srv, "used-once"), additional_headers=srv.auth
+        ) as ws:
             await ws.send(json.dumps(START))
             fits(await closed(ws), 1008, "was used by an ended call")
         after = (await c.get("/v1/calls/used-once", headers=auth)).json()["call"]
@@ -178,7 +184,9 @@ async def test_an_ended_calls_id_is_refused_not_merged(srv: ServerProcess) -> No
 async def test_handshake_and_idle_timeouts_close_with_a_reason(srv: ServerProcess) -> None:
     """No start (native), only 'connected' (Twilio, unauthenticated), and no audio after start
     each get a close frame with a reason; the idle call is stored timed_out."""
-    async with websockets.connect(audio_url(srv, "never-starts")) as ws:
+    async with websockets.connect(
+        audio_url(srv, "never-starts"), additional_headers=srv.auth
+    ) as ws:
         fits(await closed(ws), 1008, "no start message within 1.5 s")
     async with websockets.connect(f"{srv.ws}/v1/twilio") as ws:
 
@@ -222,7 +230,7 @@ async def test_sizes_are_bounded(srv: ServerProcess) -> None:
     """A text message over CUECARD_MAX_TEXT_BYTES, a frame over the 64 kB frame limit and one
     over the 1 MiB WebSocket limit close with 1009 and end the call limit_exceeded; a request
     body over CUECARD_MAX_BODY_BYTES is 413."""
-    async with websockets.connect(audio_url(srv, "long-start")) as ws:
+    async with websockets.connect(audio_url(srv, "long-start"), additional_headers=srv.auth) as ws:
         await ws.send(json.dumps({**START, "rep_id": "x" * 150, "prior": {"n": "y" * 300_000}}))
         fits(await closed(ws), 1009, "CUECARD_MAX_TEXT_BYTES")
     for call_id, frame, needle in (
@@ -251,17 +259,19 @@ async def test_capacity_limits_refuse_with_1013(srv: ServerProcess) -> None:
     refused with 1013 and a reason; a viewer message over its limit is 1009."""
     calls = [await started(srv, f"cap-{i}") for i in range(3)]
     try:
-        async with websockets.connect(audio_url(srv, "cap-over")) as ws:
+        async with websockets.connect(
+            audio_url(srv, "cap-over"), additional_headers=srv.auth
+        ) as ws:
             await ws.send(json.dumps(START))
             fits(await closed(ws), 1013, "CUECARD_MAX_CALLS")
     finally:
         for ws in calls:
             await ws.send(json.dumps({"type": "stop"}))
             await closed(ws)
-    url = f"{srv.ws}/v1/calls/watched/events?token={srv.token}"
-    viewers = [await websockets.connect(url) for _ in range(2)]
+    url = f"{srv.ws}/v1/calls/watched/events"
+    viewers = [await websockets.connect(url, additional_headers=srv.auth) for _ in range(2)]
     try:
-        async with websockets.connect(url) as ws:
+        async with websockets.connect(url, additional_headers=srv.auth) as ws:
             fits(await closed(ws), 1013, "CUECARD_MAX_VIEWERS_PER_CALL")
         await viewers[0].send(json.dumps({"type": "card_action", "card_id": "c" * 300}))
         fits(await closed(viewers[0]), 1009, "CUECARD_MAX_VIEWER_MESSAGE_BYTES")

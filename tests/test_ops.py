@@ -32,9 +32,10 @@ from nlp.asr import AsrOptions
 from nlp.redaction import Redactor
 from nlp.scheduler import PARTIAL, AsrScheduler
 from nlp.transcript import NO_CONTEXT, Recognition, RecognitionContext, Transcript, Word
+from server.access import Authenticator
 from server.app import Runtime, build_app
-from server.auth import Authenticator
 from server.bus import Bus
+from server.clock import SystemClock
 from server.latency import ArrivalTimes, LatencyProbe
 from server.logs import JsonFormatter, TextFormatter, bind_call
 from server.metrics import Metrics
@@ -339,8 +340,9 @@ async def light(tmp_path: Path) -> AsyncIterator[Any]:
 
     async def make(store_cls: type[SqliteCallStore] = SqliteCallStore, **settings: Any) -> Any:
         store = await store_cls.open(tmp_path / f"calls{len(opened)}.sqlite3")
-        rt = Runtime(Settings(data_dir=tmp_path, token=TOKEN, **settings), light_engines(), store,
-                     Bus(), Authenticator(TOKEN))  # fmt: skip
+        config = Settings(data_dir=tmp_path, token=TOKEN, **settings)
+        auth = Authenticator.from_settings(config, SystemClock())
+        rt = Runtime(config, light_engines(), store, Bus(), auth)
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(rt)),
                                    base_url="http://ops")  # fmt: skip
         opened.append((rt, client))
@@ -529,10 +531,11 @@ class serving:
 
 async def refused_close(base: str, call_id: str) -> tuple[int | None, str]:
     """A second call's start; the code and reason the server closes it with."""
-    url = f"{base.replace('http', 'ws')}/v1/calls/{call_id}/audio?token={TOKEN}"
+    url = f"{base.replace('http', 'ws')}/v1/calls/{call_id}/audio"
     start = {"type": "start", "encoding": "pcm16", "sample_rate_hz": 16000, "channels": 1,
              "speakers": ["rep"]}  # fmt: skip
-    async with websockets.connect(url) as ws:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with websockets.connect(url, additional_headers=headers) as ws:
         await ws.send(json.dumps(start))
         await ws.send(np.zeros(320, "<i2").tobytes())
         with pytest.raises(websockets.ConnectionClosed):

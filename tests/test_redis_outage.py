@@ -214,8 +214,11 @@ async def test_sigterm_during_an_outage_exits_and_the_call_is_not_wedged(
     pcm = (np.clip(noise(0.2, 0.02), -1, 1) * 32767).astype("<i2").tobytes()
     headers = {"Authorization": f"Bearer {srv.token}"}
     try:
-        url = f"{srv.ws}/v1/calls/{CALL_ID}/audio?token={srv.token}"
-        async with websockets.connect(url) as ws, httpx.AsyncClient(headers=headers) as rest:
+        url = f"{srv.ws}/v1/calls/{CALL_ID}/audio"
+        async with (
+            websockets.connect(url, additional_headers=headers) as ws,
+            httpx.AsyncClient(headers=headers) as rest,
+        ):
             await ws.send(json.dumps(start))
             assert json.loads(await ws.recv())["type"] == "started"
             for _ in range(10):
@@ -228,8 +231,10 @@ async def test_sigterm_during_an_outage_exits_and_the_call_is_not_wedged(
             r = await rest.get(f"{srv.http}/v1/calls")
             assert r.status_code == 503 and "call storage unavailable" in r.json()["detail"]
             assert (await rest.get(f"{srv.http}/healthz")).status_code == 200
-            other = f"{srv.ws}/v1/calls/another-call/audio?token={srv.token}"
-            async with websockets.connect(other) as refused:  # no new call meanwhile
+            other = f"{srv.ws}/v1/calls/another-call/audio"
+            async with websockets.connect(
+                other, additional_headers=headers
+            ) as refused:  # no new call meanwhile
                 await refused.send(json.dumps(start))
                 with pytest.raises(websockets.ConnectionClosed) as closed:
                     await refused.recv()

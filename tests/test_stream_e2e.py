@@ -154,8 +154,8 @@ async def test_native_bad_input_closes_with_code_and_reason(
     server: ServerProcess, first: str, then: bytes | str | None, code: int, needle: str
 ) -> None:
     """Malformed start, unknown encoding, wrong frame size, oversized frame, stray text."""
-    url = f"{server.ws}/v1/calls/bad-{abs(hash(first + str(then))) % 10**8}/audio?token={server.token}"
-    async with websockets.connect(url, max_size=None) as ws:
+    url = f"{server.ws}/v1/calls/bad-{abs(hash(first + str(then))) % 10**8}/audio"
+    async with websockets.connect(url, max_size=None, additional_headers=server.auth) as ws:
         await ws.send(first)
         if then is not None:
             assert json.loads(await ws.recv())["type"] == "started"
@@ -224,9 +224,9 @@ async def test_bad_prior_and_unknown_card_action_leave_the_call_going(
         server=server.ws, token=server.token, speed=1.0, prior={"company_size": "huge"}
     )
     sim = asyncio.create_task(simulate(call[0], opts))
-    url = f"{server.ws}/v1/calls/{opts.call_id}/events?token={server.token}"
+    url = f"{server.ws}/v1/calls/{opts.call_id}/events"
     rejection: dict[str, Any] = {}
-    async with websockets.connect(url) as ws:
+    async with websockets.connect(url, additional_headers=server.auth) as ws:
         async for raw in ws:
             event = json.loads(raw)
             if event["type"] == "transcript" and not rejection:
@@ -255,8 +255,8 @@ async def test_socket_closed_mid_utterance_keeps_finals_and_other_calls_go_on(
     good = asyncio.create_task(
         simulate(path, SimOptions(server=server.ws, token=server.token, speed=0))
     )
-    url = f"{server.ws}/v1/calls/{call_id}/audio?token={server.token}"
-    ws = await websockets.connect(url)
+    url = f"{server.ws}/v1/calls/{call_id}/audio"
+    ws = await websockets.connect(url, additional_headers=server.auth)
     await ws.send(json.dumps(START))
     await ws.recv()
     for i in range(0, cut, 320):
@@ -266,7 +266,7 @@ async def test_socket_closed_mid_utterance_keeps_finals_and_other_calls_go_on(
     check_both_sides(check_both_sides_partial.events)
     await asyncio.sleep(1.0)
     async with websockets.connect(
-        f"{server.ws}/v1/calls/{call_id}/events?token={server.token}"
+        f"{server.ws}/v1/calls/{call_id}/events", additional_headers=server.auth
     ) as viewer:
         stored = [json.loads(m) async for m in viewer]
     assert "morning" in finals(stored, "rep") and "improve" in finals(stored, "customer")

@@ -125,8 +125,8 @@ async def test_a_vonage_socket_without_the_token_is_refused(server: ServerProces
 @pytest.mark.model
 @pytest.mark.slow
 async def test_a_bad_first_message_closes_with_its_reason(server: ServerProcess) -> None:
-    url = f"{server.ws}/v1/vonage?token={server.token}"
-    async with websockets.connect(url) as ws:
+    url = f"{server.ws}/v1/vonage"
+    async with websockets.connect(url, additional_headers=server.auth) as ws:
         await ws.send(connected(**{"content-type": "audio/l16;rate=22050"}))
         with pytest.raises(websockets.ConnectionClosed):
             await ws.recv()

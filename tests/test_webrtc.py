@@ -211,15 +211,15 @@ def heard_share(events: list[dict[str, Any]], speaker: str, script: str) -> floa
 
 async def history(server: ServerProcess, call_id: str) -> list[dict[str, Any]]:
     """The stored events of a call that has ended (its events socket closes after them)."""
-    url = f"{server.ws}/v1/calls/{quote(call_id)}/events?token={server.token}&wait_s=0"
-    async with websockets.connect(url) as ws:
+    url = f"{server.ws}/v1/calls/{quote(call_id)}/events?wait_s=0"
+    async with websockets.connect(url, additional_headers=server.auth) as ws:
         return [json.loads(m) async for m in ws]
 
 
 async def watch_until_over(server: ServerProcess, call_id: str) -> list[dict[str, Any]]:
     """Every event of the call, from before it starts until its socket closes."""
-    url = f"{server.ws}/v1/calls/{quote(call_id)}/events?token={server.token}&wait_s=60"
-    async with websockets.connect(url, max_size=None) as ws:
+    url = f"{server.ws}/v1/calls/{quote(call_id)}/events?wait_s=60"
+    async with websockets.connect(url, max_size=None, additional_headers=server.auth) as ws:
         return [json.loads(m) async for m in ws]
 
 
@@ -269,7 +269,7 @@ async def test_bad_offers_get_a_4xx_json_reason_and_open_no_call(server: ServerP
     auth = {"Authorization": f"Bearer {server.token}"}
     cases: list[tuple[str, dict[str, Any], Any, int, str]] = [
         ("bad%20id%21", auth, offer_body(good.sdp, good.speakers), 400, "call id must be"),
-        ("rtc-bad-1", {}, offer_body(good.sdp, good.speakers), 401, "bearer token"),
+        ("rtc-bad-1", {}, offer_body(good.sdp, good.speakers), 401, "missing token"),
         ("rtc-bad-2", auth, "{not json", 400, "bad offer"),
         ("rtc-bad-3", auth, offer_body("v=1 nonsense", ["rep"]), 400, "invalid SDP offer"),
         ("rtc-bad-4", auth, offer_body(no_ice, ["rep", "customer"]), 400, "ICE username"),
@@ -410,7 +410,7 @@ async def test_softphone_shows_why_the_server_refused(
     async with chromium(mic_wav[0]) as page:
         for fragment, shown in (
             (f"token={server.token}&call=bad%20id!", r"refused \(400\): call id must be"),
-            ("token=wrong&call=soft-no-token", r"refused \(401\): missing or wrong bearer token"),
+            ("token=wrong&call=soft-no-token", r"refused \(401\): wrong token"),
         ):
             await page.goto(f"{server.http}/softphone#{fragment}")
             await page.reload()  # a new fragment alone does not reload the page

@@ -1,5 +1,6 @@
 // Shared by the rep's page and the manager view: the token from the URL fragment (#token=…,
-// which browsers never send to the server), REST calls with it, small DOM helpers and the
+// which browsers never send to the server), REST calls (Authorization: Bearer) and sockets
+// (Sec-WebSocket-Protocol: cuecard.bearer, TOKEN) with it, small DOM helpers and the
 // inline-SVG charts. No library, no build step: the server serves these files as they are.
 
 export const fragment = new URLSearchParams(location.hash.slice(1));
@@ -35,6 +36,18 @@ export async function api(path, params = {}) {
     throw new ApiError(res.status, typeof detail === "string" ? detail : JSON.stringify(detail));
   }
   return res.json();
+}
+
+/**
+ * A WebSocket to `path` (+ `params` as its query) that carries the token as a
+ * Sec-WebSocket-Protocol bearer: the browser offers ["cuecard.bearer", token] and the server
+ * selects "cuecard.bearer", so the token is in no URL. Without a token, none is offered.
+ */
+export function openSocket(path, params = {}) {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const qs = new URLSearchParams(params).toString();
+  const url = `${proto}://${location.host}${path}${qs ? `?${qs}` : ""}`;
+  return token ? new WebSocket(url, ["cuecard.bearer", token]) : new WebSocket(url);
 }
 
 /** 75 -> "1:15"; 3725 -> "1:02:05". */

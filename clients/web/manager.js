@@ -78,7 +78,14 @@ function flatten(obj, prefix = "") {
 }
 
 async function refreshHealth() {
-  const stats = await api("/v1/stats");
+  let stats;
+  try {
+    stats = await api("/v1/stats");
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 403)) throw err;
+    $("health").innerHTML = `<div class="stat"><span>Server health needs an admin token</span><b>—</b></div>`;
+    return;
+  }
   const now = performance.now() / 1000;
   const rows = flatten(stats).map(([k, v]) =>
     `<div class="stat"><span>${esc(LABELS[k] || kindLabel(k))}</span><b>${esc(typeof v === "number" ? +v.toFixed(3) : v)}</b></div>`);

@@ -2,7 +2,7 @@
 // events socket. The socket reconnects by itself with backoff and resumes after the last
 // stored event it saw (?after_seq=N), so a reconnect neither replays the call nor shows a
 // line twice. &readonly=1 (the manager's click-through) shows the call without Used/Dismiss.
-import {$, ApiError, api, clock, esc, fragment, token} from "/web/common.js";
+import {$, ApiError, api, clock, esc, fragment, openSocket, token} from "/web/common.js";
 import {CallView} from "/web/repview.js";
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
@@ -24,9 +24,8 @@ class Feed {
   }
 
   open() {
-    const proto = location.protocol === "https:" ? "wss" : "ws";
-    const q = new URLSearchParams({token, after_seq: String(this.lastSeq)});
-    const ws = this.ws = new WebSocket(`${proto}://${location.host}/v1/calls/${encodeURIComponent(callId)}/events?${q}`);
+    const path = `/v1/calls/${encodeURIComponent(callId)}/events`;
+    const ws = this.ws = openSocket(path, {after_seq: String(this.lastSeq)});
     this.onState("connecting", this.attempt ? `reconnecting (attempt ${this.attempt + 1})…` : "connecting…");
     let greeted = false;
     ws.onmessage = (m) => {

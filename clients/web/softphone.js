@@ -1,10 +1,12 @@
 // The softphone page (/softphone): see softphone.html and docs/api.md, "WebRTC".
 // The token comes from the URL fragment (#token=…&call=ID&mode=ws&rep=ID), which browsers never
-// send to the server; it goes out as a bearer header (WebRTC offer) or ?token= (WebSockets).
+// send to the server; it goes out as a bearer header (WebRTC offer) or as the WebSockets'
+// Sec-WebSocket-Protocol bearer (["cuecard.bearer", token]; the server selects cuecard.bearer).
 const fragment = new URLSearchParams(location.hash.slice(1));
 const token = fragment.get("token") || "";
 const $ = (id) => document.getElementById(id);
 const proto = location.protocol === "https:" ? "wss" : "ws";
+const bearer = token ? ["cuecard.bearer", token] : [];
 let live = null; // {stop(): void} of the running call
 let captured = []; // the MediaStreamTracks it sends, stopped when it ends
 
@@ -44,7 +46,7 @@ async function captureSources() {
 
 function watchEvents(callId) {
   // the server's view of the call: its status (why it ended) and the final transcript lines
-  const ws = new WebSocket(`${proto}://${location.host}/v1/calls/${encodeURIComponent(callId)}/events?token=${encodeURIComponent(token)}&wait_s=30`);
+  const ws = new WebSocket(`${proto}://${location.host}/v1/calls/${encodeURIComponent(callId)}/events?wait_s=30`, bearer);
   ws.onmessage = (m) => {
     const e = JSON.parse(m.data);
     if (e.type === "transcript" && e.is_final) {
@@ -108,7 +110,7 @@ async function startSocket(callId, tracks, speakers) {
     merger.connect(node);
   } else sources[0].connect(node);
   const mute = ctx.createGain(); mute.gain.value = 0; node.connect(mute).connect(ctx.destination); // keeps it pulled
-  const ws = new WebSocket(`${proto}://${location.host}/v1/calls/${encodeURIComponent(callId)}/audio?token=${encodeURIComponent(token)}`);
+  const ws = new WebSocket(`${proto}://${location.host}/v1/calls/${encodeURIComponent(callId)}/audio`, bearer);
   ws.binaryType = "arraybuffer";
   const start = {type: "start", encoding: "pcm16", sample_rate_hz: ctx.sampleRate, channels, speakers};
   if ($("rep-id").value) start.rep_id = $("rep-id").value;
