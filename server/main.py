@@ -26,6 +26,7 @@ from server.app import Runtime, build_app
 from server.auth import Authenticator
 from server.bus import Bus
 from server.clock import SystemClock
+from server.edge import MAX_HEAD_BYTES, http_protocol
 from server.engines import load_engines, open_store
 from server.handoff import call_events, hand_off_call
 from server.retention import retention
@@ -140,6 +141,9 @@ async def _serve(rt: Runtime, settings: Settings, demo: bool) -> int:
         app,
         host=settings.host,
         port=settings.port,
+        # h11 with a head timeout and head bounds (server.edge); never httptools, unbounded
+        http=http_protocol(settings.handshake_timeout_s),
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         ws=WebSocketProtocol,  # websockets-sansio; invalid UTF-8 closes with a reason
         log_level="warning",
         ws_max_size=1 << 20,
