@@ -10,10 +10,17 @@ which has no size bound at all, never replaces it) through ``HttpProtocol``, whi
   trickle held a connection for good.
 - bounds on the head, answered with a status and ``Connection: close`` at once: a request line
   over ``MAX_LINE_BYTES`` (a 10 kB call id, say) 414, a header line over ``MAX_LINE_BYTES`` or
-  more than ``MAX_HEADERS`` headers 431, a head over ``MAX_HEAD_BYTES`` 431 (h11's own buffer
-  bound, which uvicorn answered with a bare 400). The line bounds are those of the websockets
+  more than ``MAX_HEADERS`` headers 431, a head over ``MAX_HEAD_BYTES`` 431 (h11 bounds only a
+  head still coming in, and uvicorn answered that with a bare 400). The line bounds are those of the websockets
   library that parses upgrades after h11 (``server.sockets.WebSocketProtocol``), so a head h11
   accepts is one websockets accepts too.
+
+uvicorn's ``limit_concurrency`` is left unset on purpose: it counts WebSocket connections too
+but refuses only plain HTTP (503), so a few hundred viewers would lock ``/healthz`` and the REST
+API out while refusing no socket. Connection floods are bounded by the head timeout (a
+connection that sends no complete head lives at most ``CUECARD_HANDSHAKE_TIMEOUT_S``) and the
+work behind the sockets by ``CUECARD_MAX_CALLS`` and ``CUECARD_MAX_VIEWERS``; the listen
+backlog stays uvicorn's 2048.
 
 It overrides uvicorn internals (``H11Protocol.__init__``, ``connection_made``,
 ``data_received``, ``send_400_response``; not a public API): ``tests/test_edge.py`` fails if an

@@ -20,6 +20,7 @@ import pytest
 import websockets
 
 from clients.localserver import ServerProcess, start_server, stop_server
+from server.settings import Settings, SettingsError
 
 pytestmark = pytest.mark.model  # the server loads its models
 
@@ -250,3 +251,13 @@ async def test_a_viewer_that_stops_reading_is_dropped(
     finally:
         await other.close()
         await audio.close()
+
+
+@pytest.mark.parametrize(
+    "name", ["CUECARD_HANDSHAKE_TIMEOUT_S", "CUECARD_MAX_VIEWERS", "CUECARD_VIEWER_SEND_TIMEOUT_S"]
+)
+def test_edge_settings_are_checked(name: str) -> None:
+    """Each edge setting must be > 0; the message names the variable."""
+    with pytest.raises(SettingsError, match=f"{name} must be > 0"):
+        Settings.from_env({name: "0"})
+    assert Settings.from_env({name: "7"}) is not None
