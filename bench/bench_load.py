@@ -29,6 +29,8 @@ machine's cores, so latencies include waiting for CPU in this process as well as
     python -m bench.bench_load [--connections 1000] [--viewers 200] [--json OUT] ...
 
 Prints a Markdown table; writes the JSON to bench/results/load-<time>.json (or ``--json``).
+Longer than most modules (about 500 lines): the phases, their clients and their measures are
+one load test, and read best in one file.
 """
 
 from __future__ import annotations
