@@ -130,13 +130,15 @@ def build_app(rt: Runtime) -> FastAPI:
     async def stats() -> dict[str, Any]:
         """Load of this server: live calls, the time the Whisper thread has spent
         recognizing since start-up (its busy share of wall time is the ASR capacity used),
-        and events that did not reach other instances (Redis bus; 0 on one instance)."""
+        events that did not reach other instances (Redis bus; 0 on one instance), and the
+        asyncio tasks running in the server."""
         scheduler = rt.engines.scheduler
         return {
             "live_calls": len(rt.sessions),
             "asr_busy_s": round(scheduler.busy_s, 3),
             "asr_dropped_partials": scheduler.dropped_partials,
             "bus_dropped": rt.bus.dropped,
+            "tasks": len(asyncio.all_tasks()),  # a leak shows as a count that keeps growing
         }
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -34,6 +34,7 @@ from server.auth import safe_host
 from server.bus import Bus
 from server.clock import SystemClock
 from server.drain import drain
+from server.edge import MAX_HEAD_BYTES, http_protocol
 from server.engines import load_engines, open_store
 from server.handoff import call_events, hand_off_call
 from server.retention import retention
@@ -237,6 +238,9 @@ async def _serve(rt: Runtime, settings: Settings, demo: bool) -> int:
         app,
         host=settings.host,
         port=settings.port,
+        # h11 with a head timeout and head bounds (server.edge); never httptools, unbounded
+        http=http_protocol(settings.handshake_timeout_s),
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         ws=WebSocketProtocol,  # websockets-sansio; invalid UTF-8 closes with a reason
         log_level="warning",  # keeps uvicorn's access log off: it would print ?token= queries
         ws_max_size=1 << 20,

@@ -82,6 +82,9 @@ class Settings:
     start_timeout_s: float = 10.0  # an audio socket's start (Twilio: start) must come by then
     max_calls: int = 100  # live calls on this instance; one more is refused with 1013
     max_viewers_per_call: int = 20  # events sockets on one call; one more is refused with 1013
+    max_viewers: int = 1000  # events sockets on this instance, all calls; more: 1013
+    viewer_send_timeout_s: float = 10.0  # a viewer whose socket takes no data this long: 1013
+    handshake_timeout_s: float = 10.0  # a request head (an upgrade's) not complete by then: 408
     max_text_bytes: int = 65_536  # a text message on an audio socket
     max_viewer_message_bytes: int = 4096  # a message from the rep's page (card actions)
     max_messages_per_s: float = 200.0  # per socket, beyond a burst of 2 s worth; 0: no limit
@@ -149,7 +152,8 @@ class Settings:
 
     def _check_limits(self) -> None:
         positive = ("partial_every_ms", "max_utterance_s", "max_frame_bytes", "idle_timeout_s",
-                    "start_timeout_s", "max_calls", "max_viewers_per_call", "max_text_bytes",
+                    "start_timeout_s", "max_calls", "max_viewers_per_call", "max_viewers",
+                    "viewer_send_timeout_s", "handshake_timeout_s", "max_text_bytes",
                     "max_viewer_message_bytes", "audio_burst_s", "twilio_max_gap_s",
                     "max_body_bytes", "drain_s")  # fmt: skip
         for name in positive:

@@ -12,8 +12,14 @@ close without a stop message ends a call, and the one way a socket is closed.
   unless the socket is gone. Every close of ours goes through it.
 - ``WebSocketProtocol``: uvicorn's ``websockets-sansio`` protocol (``cuecard serve`` runs it),
   except that a text frame of invalid UTF-8 is closed with 1007 and a reason rather than a
-  logged traceback and no reason. It overrides one method of uvicorn's class (not a public
-  API): ``tests/test_hostile_input.py`` fails if an upgrade changes what it relies on.
+  logged traceback and no reason; an upgrade head websockets refuses (a line over 8 kB: 414,
+  431) is answered and closed rather than left hanging (uvicorn never wrote that answer); and
+  a peer that stops reading cannot hold its connection: a close frame is queued even when the
+  write buffer is full, and a connection whose close (ours, or the keepalive's) is not
+  acknowledged within uvicorn's ``close_timeout`` is aborted, where uvicorn's
+  ``transport.close()`` waited for a full buffer to drain, i.e. for ever. It overrides methods
+  of uvicorn's class (not a public API): ``tests/test_hostile_input.py`` and
+  ``tests/test_edge.py`` fail if an upgrade changes what they rely on.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from dataclasses import dataclass
 from fastapi import WebSocket, WebSocketDisconnect
 from starlette.types import Message
 from starlette.websockets import WebSocketState
+from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from audio.chunk import SAMPLE_RATE_HZ, AudioChunk
@@ -130,7 +137,38 @@ async def close_socket(ws: WebSocket, code: int, reason: str) -> None:
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol; a text message of invalid UTF-8 closes the
-    socket with 1007 "text frame is not valid UTF-8" (the app sees that disconnect)."""
+    socket with 1007 "text frame is not valid UTF-8" (the app sees that disconnect); a refused
+    upgrade head is answered; a peer that does not read is cut off (the module docstring)."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            # websockets queued its 414/431 answer; uvicorn only writes it for a Request event
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.handshake_complete = self.close_sent = True
+            self.transport.close()
+
+    async def send(self, message: ASGISendEvent) -> None:
+        if message["type"] == "websocket.close":
+            # uvicorn waits for the write buffer to drain before any send; a close must not
+            # wait for a peer that stopped reading (the frame queues behind what it has not read)
+            self.writable.set()
+            await super().send(message)
+            self._abort_unless_closed()
+        else:
+            await super().send(message)
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()
+        self._abort_unless_closed()
+
+    def _abort_unless_closed(self) -> None:
+        """A close of ours not completed within ``close_timeout`` aborts the connection: a
+        peer that reads nothing would otherwise keep it (and its buffers) for good."""
+        if self.close_sent and not self.disconnected:
+            if self.close_timer is not None:
+                self.close_timer.cancel()
+            self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
 
     def send_receive_event_to_app(self) -> None:
         if self.curr_msg_data_type == "text" and not self.close_sent:
