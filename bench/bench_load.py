@@ -123,10 +123,11 @@ async def one_connection(srv: ServerProcess, i: int) -> tuple[str, str, float | 
     """One socket of the mix: (kind, what it got, handshake seconds)."""
     kind = ("viewer", "no_token", "bad_call_id")[i % 3]
     call = f"never-{i}" if kind != "bad_call_id" else "x" * 200
-    query = "" if kind == "no_token" else f"?token={srv.token}&wait_s=1"
+    headers = {} if kind == "no_token" else srv.auth
     t = time.monotonic()
     try:
-        async with websockets.connect(f"{srv.ws}/v1/calls/{call}/events{query}") as ws:
+        url = f"{srv.ws}/v1/calls/{call}/events?wait_s=1"
+        async with websockets.connect(url, additional_headers=headers) as ws:
             handshake_s = time.monotonic() - t
             with contextlib.suppress(websockets.ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 30)
@@ -211,7 +212,8 @@ class Watch:
 
 
 async def steady_viewer(srv: ServerProcess, call_id: str, watch: Watch) -> None:
-    async with websockets.connect(f"{srv.ws}/v1/calls/{call_id}/events?token={srv.token}") as ws:
+    url = f"{srv.ws}/v1/calls/{call_id}/events"
+    async with websockets.connect(url, additional_headers=srv.auth) as ws:
         with contextlib.suppress(websockets.ConnectionClosed):
             async for raw in ws:
                 watch.saw(json.loads(raw), time.monotonic(), steady=True)
@@ -231,10 +233,10 @@ async def storm_viewer(
     me = StormViewer()
     while time.monotonic() < until:
         after = max(me.seen, default=0)
-        url = f"{srv.ws}/v1/calls/{call_id}/events?token={srv.token}&after_seq={after}"
+        url = f"{srv.ws}/v1/calls/{call_id}/events?after_seq={after}"
         hold_s = rng.uniform(0.2, 2.0)
         try:
-            async with websockets.connect(url) as ws:
+            async with websockets.connect(url, additional_headers=srv.auth) as ws:
                 me.connections += 1
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(min(hold_s, max(0.0, until - time.monotonic()))):
@@ -263,7 +265,8 @@ async def never_reading(srv: ServerProcess, call_id: str) -> socket.socket:
     await loop.sock_connect(sock, ("127.0.0.1", srv.port))
     key = "dGhlIHNhbXBsZSBub25jZQ=="
     head = (
-        f"GET /v1/calls/{call_id}/events?token={srv.token} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"GET /v1/calls/{call_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {srv.token}\r\n"
         f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
         "Sec-WebSocket-Version: 13\r\n\r\n"
     )

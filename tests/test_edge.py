@@ -105,7 +105,9 @@ async def test_a_9kb_header_line_is_answered_431(srv: ServerProcess) -> None:
     plain = await exchange(srv, f"GET /healthz HTTP/1.1\r\nHost: x\r\n{big}\r\n\r\n".encode())
     assert status_of(plain) == 431
     assert b"connection: close" in plain.lower()
-    upgrade = await exchange(srv, upgrade_head(f"/v1/calls/c1/events?token={srv.token}", big))
+    upgrade = await exchange(
+        srv, upgrade_head("/v1/calls/c1/events", f"Authorization: Bearer {srv.token}", big)
+    )
     assert status_of(upgrade) == 431
 
 
@@ -118,8 +120,9 @@ async def test_a_head_over_16kb_is_answered_431(srv: ServerProcess) -> None:
 
 async def test_a_10kb_call_id_is_answered_414(srv: ServerProcess) -> None:
     """A 10 kB call id (the request line over 8 kB) gets 414 at once, on an upgrade or REST."""
-    path = f"/v1/calls/{'c' * 10_000}/events?token={srv.token}"
-    assert status_of(await exchange(srv, upgrade_head(path))) == 414
+    path = f"/v1/calls/{'c' * 10_000}/events"
+    auth = f"Authorization: Bearer {srv.token}"
+    assert status_of(await exchange(srv, upgrade_head(path, auth))) == 414
     rest = f"GET /v1/calls/{'c' * 10_000} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     assert status_of(await exchange(srv, rest)) == 414
 
@@ -133,12 +136,12 @@ async def test_heads_within_the_bounds_still_work(srv: ServerProcess) -> None:
 
 
 def events_url(srv: ServerProcess, call_id: str) -> str:
-    return f"{srv.ws}/v1/calls/{call_id}/events?token={srv.token}"
+    return f"{srv.ws}/v1/calls/{call_id}/events"
 
 
 async def live_call(srv: ServerProcess, call_id: str) -> Any:
     ws = await websockets.connect(
-        f"{srv.ws}/v1/calls/{call_id}/audio?token={srv.token}", max_size=None
+        f"{srv.ws}/v1/calls/{call_id}/audio", max_size=None, additional_headers=srv.auth
     )
     await ws.send(json.dumps(START))
     assert json.loads(await ws.recv())["type"] == "started"
@@ -160,18 +163,27 @@ async def test_viewers_in_total_are_bounded(srv: ServerProcess) -> None:
     """With CUECARD_MAX_VIEWERS=3 a fourth viewer (of a call with room) is refused with 1013;
     one leaving makes room."""
     a, b = await live_call(srv, "total-a"), await live_call(srv, "total-b")
-    viewers = [await websockets.connect(events_url(srv, c)) for c in ("total-a", "total-a")]
-    viewers.append(await websockets.connect(events_url(srv, "total-b")))
+    viewers = [
+        await websockets.connect(events_url(srv, c), additional_headers=srv.auth)
+        for c in ("total-a", "total-a")
+    ]
+    viewers.append(
+        await websockets.connect(events_url(srv, "total-b"), additional_headers=srv.auth)
+    )
     try:
         for v in viewers:
             assert (await first_event(v))["type"] == "status"
-        async with websockets.connect(events_url(srv, "total-b")) as refused:
+        async with websockets.connect(
+            events_url(srv, "total-b"), additional_headers=srv.auth
+        ) as refused:
             code, reason = await closed(refused)
         assert code == 1013
         assert "CUECARD_MAX_VIEWERS" in reason and "server" in reason
         await viewers.pop(0).close()
         for _ in range(100):  # the server sees the close a moment later
-            async with websockets.connect(events_url(srv, "total-b")) as again:
+            async with websockets.connect(
+                events_url(srv, "total-b"), additional_headers=srv.auth
+            ) as again:
                 try:
                     assert (await first_event(again))["type"] == "status"
                     break
@@ -199,7 +211,9 @@ class RawViewer:
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
         await loop.sock_connect(sock, ("127.0.0.1", srv.port))
-        await loop.sock_sendall(sock, upgrade_head(f"/v1/calls/{call_id}/events?token={srv.token}"))
+        await loop.sock_sendall(
+            sock, upgrade_head(f"/v1/calls/{call_id}/events", f"Authorization: Bearer {srv.token}")
+        )
         head = b""
         while b"\r\n\r\n" not in head:  # the 101 and nothing more: the rest stays unread
             head += await asyncio.wait_for(loop.sock_recv(sock, 1), GUARD_S)
@@ -228,7 +242,7 @@ async def test_a_viewer_that_stops_reading_is_dropped(
     """A viewer whose socket takes nothing (its window and the server's buffers full) is
     dropped as too slow and its slot freed; the call and its other viewer go on to the end."""
     audio = await live_call(srv, "slow-1")
-    other = await websockets.connect(events_url(srv, "slow-1"))
+    other = await websockets.connect(events_url(srv, "slow-1"), additional_headers=srv.auth)
     try:
         assert (await first_event(other))["type"] == "status"
         slow = await RawViewer.connect(srv, "slow-1")
@@ -239,7 +253,9 @@ async def test_a_viewer_that_stops_reading_is_dropped(
             slow.sock.close()
         assert "call slow-1: dropped a viewer that fell behind" in capfd.readouterr().err
         # its slot is free again (2 per call): a new viewer gets the history
-        async with websockets.connect(events_url(srv, "slow-1")) as late:
+        async with websockets.connect(
+            events_url(srv, "slow-1"), additional_headers=srv.auth
+        ) as late:
             assert (await first_event(late))["type"] == "status"
         await audio.send(json.dumps({"type": "stop"}))
         events = []
