@@ -4,7 +4,8 @@
 left ``live`` are marked ``interrupted``, with a closing ``status`` event, and handed off:
 summary stored, webhooks sent), runs the retention purge and, with a Redis store, the reaper
 (``reap_orphans``: every ``REAP_EVERY_S`` the live calls of instances whose heartbeat expired
-are marked ``interrupted`` the same way, and their viewers on every instance are told) as
+are marked ``interrupted`` the same way, and their viewers on every instance are told) and
+the heap trim (``server.memory``: freed memory given back after a burst of connections) as
 background tasks for as long as the server runs. SIGTERM or SIGINT runs the drain
 (``server.drain``, ``CUECARD_DRAIN_S``) while uvicorn still serves, so the sockets are closed
 by the drain (1001 and a reason), not by uvicorn (1012); then uvicorn stops, the background
@@ -37,6 +38,7 @@ from server.drain import drain
 from server.edge import MAX_HEAD_BYTES, http_protocol
 from server.engines import load_engines, open_store
 from server.handoff import call_events, hand_off_call
+from server.memory import trimming
 from server.retention import retention
 from server.session import Engines
 from server.settings import Settings
@@ -178,7 +180,7 @@ def _redis_bus(url: str) -> Bus:
 async def serve(settings: Settings, *, demo: bool = False) -> int:
     rt = await build_runtime(settings)
     try:
-        async with retention(rt.store, settings.retention_s), reaping(rt):
+        async with retention(rt.store, settings.retention_s), reaping(rt), trimming():
             return await _serve(rt, settings, demo)
     finally:
         await close_runtime(rt)
