@@ -29,6 +29,7 @@ from server.bus import Subscription
 from server.ingest import POLICY_VIOLATION, TRY_AGAIN_LATER, ProtocolError, json_object
 from server.limits import CALL_ID_RULE, valid_call_id
 from server.sockets import GOING_AWAY, SHUTTING_DOWN, close_socket, now_s
+from server.store import StoreError
 
 if TYPE_CHECKING:  # server.app registers this module's loop
     from server.app import Runtime
@@ -91,7 +92,12 @@ async def serve_viewer(rt: Runtime, ws: WebSocket, call_id: str, grant: Grant) -
             # A viewer that goes away mid-send (OSError: uvicorn's ClientDisconnected) is
             # routine, not a server error.
             with contextlib.suppress(
-                asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError, ProtocolError
+                asyncio.CancelledError,
+                WebSocketDisconnect,
+                RuntimeError,
+                OSError,
+                ProtocolError,
+                StoreError,
             ):
                 await task
         sub.close()
@@ -109,6 +115,8 @@ def _closing(
     for task in done:
         if isinstance(err := task.exception(), ProtocolError):
             return err.code, err.reason
+        if isinstance(err, StoreError):  # the history cannot be read while the store is down
+            return TRY_AGAIN_LATER, "call storage unavailable: reconnect with ?after_seq later"
     return None
 
 

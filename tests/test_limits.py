@@ -32,6 +32,7 @@ from server.ingest import (
 from server.limits import InputGuard, InputLimits, TokenBucket, valid_call_id
 from server.settings import Settings, SettingsError
 from server.vonage import VonageStream
+from server.webrtc_offer import OfferRefused, audio_tracks, parse_offer
 from tests.test_audiohook_core import Client
 from tests.test_ingest import twilio_media, twilio_start
 
@@ -312,6 +313,40 @@ def test_audiohook_messages_raise_only_protocol_errors(data: st.DataObject) -> N
             stream.feed_audio(data.draw(st.binary(max_size=5000)))
         except ProtocolError:
             pass
+
+
+WEBRTC_OFFER = {
+    "type": "offer",
+    "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendrecv\r\n",
+    "speakers": ["rep", "customer"],
+    "rep_id": "ana",
+}
+
+
+@PROPERTY
+@given(st.data())
+def test_webrtc_offers_are_answered_or_refused_with_a_status(data: st.DataObject) -> None:
+    """A mutated offer body (fields, SDP lines) is parsed or refused with a 4xx and a short
+    detail, never another exception."""
+    offer = json.loads(json.dumps(WEBRTC_OFFER))
+    if data.draw(st.booleans()):  # splice random lines into the SDP
+        lines = offer["sdp"].split("\r\n")
+        at = data.draw(st.integers(0, len(lines)))
+        extra = data.draw(st.lists(st.text(max_size=30), max_size=3))
+        offer["sdp"] = "\r\n".join([*lines[:at], *extra, *lines[at:]])
+    body = _mutate(offer, data).encode()
+    try:
+        parsed = parse_offer(body)
+        assert audio_tracks(parsed) == len(parsed.speakers)
+    except OfferRefused as err:
+        assert 400 <= err.status < 500 and err.detail
+
+
+def test_the_unmutated_webrtc_offer_is_taken() -> None:
+    """The offer property test is not vacuous: its base offer is a valid two-track offer."""
+    assert audio_tracks(parse_offer(json.dumps(WEBRTC_OFFER).encode())) == 2
 
 
 @PROPERTY

@@ -240,6 +240,13 @@ async def test_sigterm_during_an_outage_exits_and_the_call_is_not_wedged(
                     await refused.recv()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
             assert closed.value.rcvd.reason.startswith("call storage unavailable")
+            viewer = f"{srv.ws}/v1/calls/{CALL_ID}/events"  # its history cannot be read
+            async with websockets.connect(viewer, additional_headers=headers) as watching:
+                with pytest.raises(websockets.ConnectionClosed) as shut:
+                    while True:
+                        await asyncio.wait_for(watching.recv(), 30)
+            assert shut.value.rcvd is not None and shut.value.rcvd.code == 1013
+            assert shut.value.rcvd.reason.startswith("call storage unavailable")
             t0 = time.monotonic()
             srv.proc.send_signal(signal.SIGTERM)
             with contextlib.suppress(websockets.ConnectionClosed):
