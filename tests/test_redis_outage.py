@@ -145,7 +145,7 @@ async def test_redis_down_mid_call_then_back(
     session = CallSession(CallMeta("outage", "native"), ("rep", "customer"), engines, store, bus)
     await session.start()
     app = FastAPI()
-    app.include_router(build_router(store, auth=lambda: None))
+    app.include_router(build_router(store, auth=lambda scope, per_call: lambda: None))
     rest = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
     statuses: list[int] = []
     step = SAMPLE_RATE_HZ // 10  # 100 ms of audio every 100 ms: about real time

@@ -376,7 +376,9 @@ async def test_redeliver_endpoint(store: SqliteCallStore) -> None:
         summary = await hand_off_call(store, BuiltinSummarizer(), sender, "c1")
         await sender.join()
         app = FastAPI()
-        app.include_router(build_router(store, auth=anyone, webhooks=sender))
+        app.include_router(
+            build_router(store, auth=lambda scope, per_call: anyone, webhooks=sender)
+        )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
             r = await c.post("/v1/calls/c1/deliveries/redeliver", json={"url": b.url})
