@@ -131,8 +131,8 @@ class Coach:
         except ValidationError as e:
             card_id = message.get("card_id") if isinstance(message, Mapping) else None
             return [
-                CardActionRejected(
-                    card_id if isinstance(card_id, str) else None,
+                CardActionRejected(  # an id that breaks the rules is not echoed back
+                    card_id if isinstance(card_id, str) and 0 < len(card_id) <= 64 else None,
                     f"bad card_action message: {describe_validation(e, root='message')}",
                 )
             ]

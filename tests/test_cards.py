@@ -482,3 +482,11 @@ def test_a_final_the_recognizer_was_unsure_of_raises_no_card(
     coach.observe_transcript(dataclasses.replace(transcript_of(said), words=words))
     got = cards(coach.observe_insight(said))
     assert [c.kind for c in got] == (["objection_need"] if carded else [])
+
+
+def test_an_oversized_card_id_is_not_echoed_back() -> None:
+    """A card id over the 64 characters an id may have is rejected without repeating it."""
+    coach = Coach(PLAYBOOK, MODEL)
+    [event] = coach.act({"type": "card_action", "card_id": "x" * 4000, "action": "used"})
+    assert isinstance(event, CardActionRejected)
+    assert event.card_id is None and "x" * 65 not in event.reason
