@@ -32,6 +32,7 @@ from nlp.transcript import Transcript
 from server.access import Authenticator
 from server.app import Runtime, build_app
 from server.auth import safe_host
+from server.background import running
 from server.bus import Bus
 from server.clock import SystemClock
 from server.drain import drain
@@ -151,13 +152,8 @@ async def reaping(rt: Runtime) -> AsyncIterator[None]:
     if rt.settings.store == "sqlite":
         yield
         return
-    task = asyncio.create_task(reap_orphans(rt), name="cuecard-reaper")
-    try:
+    async with running(reap_orphans(rt), "cuecard-reaper"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def close_runtime(rt: Runtime) -> None:

@@ -18,6 +18,8 @@ import ctypes.util
 import logging
 from collections.abc import AsyncIterator, Callable
 
+from server.background import running
+
 log = logging.getLogger(__name__)
 
 TRIM_EVERY_S = 30.0
@@ -51,10 +53,5 @@ async def trimming(every_s: float = TRIM_EVERY_S) -> AsyncIterator[None]:
         log.debug("no malloc_trim in this C library: freed memory stays with the process")
         yield
         return
-    task = asyncio.create_task(trim_periodically(trim, every_s), name="cuecard-malloc-trim")
-    try:
+    async with running(trim_periodically(trim, every_s), "cuecard-malloc-trim"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from server.background import running
 from server.store import CallStore, StoreError
 
 log = logging.getLogger("cuecard.retention")
@@ -68,11 +69,6 @@ async def retention(
         return
     if max_age_s <= 0 or every_s <= 0:
         raise ValueError("max_age_s and every_s must be > 0")
-    task = asyncio.create_task(
-        purge_periodically(store, max_age_s, every_s, sleep), name="cuecard-retention"
-    )
-    try:
+    purging = purge_periodically(store, max_age_s, every_s, sleep)
+    async with running(purging, "cuecard-retention") as task:
         yield task
-    finally:
-        task.cancel()
-        await asyncio.wait({task})  # never raises: our own cancellation still propagates
