@@ -160,10 +160,9 @@ async def close_runtime(rt: Runtime) -> None:
     for session in list(rt.sessions.values()):
         await session.finish("interrupted", "server shutting down")
     await rt.bus.aclose()
-    await rt.engines.scheduler.stop()
     if rt.engines.webhooks is not None:
         await rt.engines.webhooks.aclose()
-    rt.engines.nlp_executor.shutdown(wait=True)
+    await rt.engines.aclose()
     await rt.store.close()
 
 

@@ -112,6 +112,12 @@ class Engines:
     tick_every_s: float = 0.25
     outbox: OutboxOptions = field(default_factory=OutboxOptions)  # durable events, store down
 
+    async def aclose(self) -> None:
+        """Stop the recognizer and the worker threads (their queued work finished first)."""
+        await self.scheduler.stop()
+        for executor in (self.nlp_executor, self.voice_executor):
+            executor.shutdown(wait=True)
+
 
 @dataclass(frozen=True, slots=True)
 class Tick:

@@ -272,9 +272,7 @@ async def test_a_call_is_told_when_partials_are_shed_and_when_they_resume(tmp_pa
             await asyncio.sleep(0.05)
         await session.finish()
     finally:
-        await engines.scheduler.stop()
-        engines.nlp_executor.shutdown(wait=True)
-        engines.voice_executor.shutdown(wait=True)
+        await engines.aclose()
     seen = []
     while (event := await sub.get()) is not None:
         seen.append(event)
@@ -351,9 +349,7 @@ async def light(tmp_path: Path) -> AsyncIterator[Any]:
     yield make
     for rt, client in opened:
         await client.aclose()
-        await rt.engines.scheduler.stop()
-        rt.engines.nlp_executor.shutdown(wait=True)
-        rt.engines.voice_executor.shutdown(wait=True)
+        await rt.engines.aclose()
         await rt.store.close()
 
 

@@ -123,8 +123,7 @@ async def engines_and_store(
     try:
         yield engines, store
     finally:
-        await engines.scheduler.stop()
-        engines.nlp_executor.shutdown(wait=True)
+        await engines.aclose()
         await store.close()
 
 

@@ -31,8 +31,7 @@ async def engines_and_store(tmp_path: Path) -> AsyncIterator[tuple[Engines, Sqli
     try:
         yield engines, store
     finally:
-        await engines.scheduler.stop()
-        engines.nlp_executor.shutdown(wait=True)
+        await engines.aclose()
         await store.close()
 
 
