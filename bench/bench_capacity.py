@@ -1,11 +1,11 @@
 """Capacity: latency as concurrent calls are added to one server.
 
-Starts the real server (``cuecard serve`` on a free loopback port, tiny.en on 2 threads) and, for
+Starts the real server (``cuecard serve`` on a free loopback port, tiny.en, its default workers) and, for
 each N in ``--calls``, replays N copies of ``bench_stream``'s 81 s two-speaker espeak-ng call at
 1.0x at the same time (distinct call ids, starts staggered by ``--stagger`` seconds so their
 utterance ends do not all coincide), then reports per N the p50/p95 of final, first-partial,
 card and insight-stage latency over all calls (``bench_stream.measure``; the first 5 s of each
-call excluded), and the share of wall time the Whisper thread was busy (``GET /v1/stats``).
+call excluded), and the share of wall time the Whisper workers were busy (``GET /v1/stats``).
 
 The simulator clients run in this process, on the same 2 cores as the server: at high N they
 take CPU from it, so the figures are a little pessimistic for a server with its own machine.
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_stream import BENCH_CALL, asr_busy_s, measure, pct
+from bench.metrics import asr_workers
 from clients.callgen import render
 from clients.simulator import SimOptions, simulate
 
@@ -38,7 +39,8 @@ async def one_level(server: Any, path: Path, call: Any, n: int, stagger_s: float
 
     busy0, t0 = asr_busy_s(server), time.monotonic()
     results = await asyncio.gather(*(one(i) for i in range(n)))
-    busy_share = (asr_busy_s(server) - busy0) / (time.monotonic() - t0)
+    workers = asr_workers(server)
+    busy_share = (asr_busy_s(server) - busy0) / (time.monotonic() - t0) / workers
     lat: dict[str, list[float]] = {}
     for events in results:
         for k, v in measure(events, call, 1.0).items():

@@ -7,7 +7,7 @@ two-speaker call at 1.0x in 20 ms frames with the simulator, and reports:
   (ground truth from the rendered call: the end of the turn containing the final's last word);
 - partial latency: first partial of an utterance minus the audio time its speech began;
 - card latency: card received minus the end of the customer utterance that triggered it;
-- ASR load: the Whisper thread's busy seconds (``GET /v1/stats``) per second of call audio,
+- ASR load: the Whisper workers' busy seconds (``GET /v1/stats``) per second of call audio,
   both channels, partials and speculative decodes included: the share of one ASR thread a
   call uses at 1.0x;
 - insight stage: the final insight of an utterance received minus its final transcript

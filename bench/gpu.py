@@ -161,7 +161,9 @@ async def one_level(
         "finals": len(lat),
         "final_p50_s": round(pct(lat, 50), 3),
         "final_p95_s": round(pct(lat, 95), 3),
-        "asr_busy_share": round((scheduler.busy_s - busy0) / (time.monotonic() - t0), 3),
+        "asr_busy_share": round(
+            (scheduler.busy_s - busy0) / (time.monotonic() - t0) / scheduler.options.workers, 3
+        ),
         "dropped_partials": scheduler.dropped_partials - dropped0,
         "wer_vs_script": round(sum(wers) / len(wers), 4),
         "by_length": {},
@@ -200,9 +202,18 @@ def load(args: argparse.Namespace) -> AsrScheduler:
     from server.engines import scheduler_options
     from server.settings import Settings
 
-    settings = Settings(device=args.device, compute_type=args.compute_type or "")
+    settings = Settings(
+        device=args.device,
+        compute_type=args.compute_type or "",
+        asr_threads=args.threads,
+        asr_workers=args.workers,
+    )
     transcriber = load_transcriber(
-        args.model, threads=args.threads, device=args.device, compute_type=args.compute_type or ""
+        args.model,
+        threads=args.threads,
+        workers=settings.resolved_asr_workers,
+        device=args.device,
+        compute_type=args.compute_type or "",
     )
     return AsrScheduler(transcriber, options=scheduler_options(settings))
 
@@ -266,7 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, nargs="+", default=[8, 16, 32, 64, 128])
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--compute-type", default=None)
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (cpu device)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per worker (cpu)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="decodes at once (0: the server's default)"
+    )
     parser.add_argument("--stagger", type=float, default=1.3)
     parser.add_argument("--target-p95", type=float, default=0.5)
     parser.add_argument("--budget-s", type=float, default=280.0, help="start no level after this")

@@ -60,6 +60,7 @@ def machine(server_env: Mapping[str, str]) -> dict[str, Any]:
         # "" means the device's default, which is what the server loads
         "compute_type": settings.compute_type or DEFAULT_COMPUTE_TYPE[settings.device],
         "asr_threads": settings.asr_threads,
+        "asr_workers": settings.resolved_asr_workers,
     }
 
 

@@ -9,7 +9,7 @@ REFERENCE.md's definitions (``bench.metrics``; the first 5 s of each call exclud
 - final, first-partial, card (customer cards) and insight-stage latency: n, p50, p95, mean, max;
 - transcript lag over time: final latency against wall time; ``growing`` when its trend
   (``bench.metrics.lag_growth``) rises more than 0.2 s from the level's first final to its last;
-- RTF per stage: every ``*_busy_s`` counter of ``GET /v1/stats`` (the Whisper thread: ``asr``)
+- RTF per stage: every ``*_busy_s`` counter of ``GET /v1/stats`` (the Whisper workers, in worker-seconds: ``asr``)
   per second of call audio; the VAD's, measured in this process on the first call
   (``vad_offline``); the server's CPU seconds per audio second;
 - the server process's CPU (cores busy) and RSS (``bench.host.ProcWatch``), and this process's

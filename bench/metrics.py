@@ -151,4 +151,9 @@ def server_stats(server: Any) -> dict[str, float]:
 
 
 def asr_busy_s(server: Any) -> float:
+    """Worker-seconds the recognizer has spent since start-up."""
     return server_stats(server)["asr_busy_s"]
+
+
+def asr_workers(server: Any) -> int:
+    return int(server_stats(server).get("asr_workers", 1))

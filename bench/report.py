@@ -54,7 +54,7 @@ def machine_line(m: dict[str, Any]) -> str:
         f"{m['cpu_model']} ({m['arch']}), {m['physical_cores']} cores / {m['threads']} threads"
         f" ({m['usable_cpus']} usable), {flags}, {m['memory_gb']} GB; load average before the run"
         f" {m['load_1m_before']:.2f}. Server: model {m['model']}, device {m['device']}, compute "
-        f"{m['compute_type']}, {m['asr_threads']} ASR threads."
+        f"{m['compute_type']}, {m.get('asr_workers', 1)} ASR workers of {m['asr_threads']} threads."
     )
 
 

@@ -114,16 +114,17 @@ def silero_path() -> Path:
 
 
 def load_transcriber(
-    name: str, *, threads: int, device: str = "cpu", compute_type: str = ""
+    name: str, *, threads: int, workers: int = 1, device: str = "cpu", compute_type: str = ""
 ) -> WhisperTranscriber:
     """Whisper called ``name`` (see ``whisper_path``) on CTranslate2, warmed up; its module is
     imported only here. ``device`` is ``cpu`` or ``cuda``, never chosen by itself: a GPU is
     used only when asked for (a missing one fails here, with the reason); ``compute_type``
-    "" is the device's default (int8 on cpu, float16 on cuda)."""
+    "" is the device's default (int8 on cpu, float16 on cuda); ``workers`` decodes may run at
+    once, each on ``threads`` threads."""
     from models.whisper import WhisperOptions, WhisperTranscriber
 
     options = WhisperOptions(
-        model=name, cpu_threads=threads, device=device, compute_type=compute_type
+        model=name, cpu_threads=threads, workers=workers, device=device, compute_type=compute_type
     )
     transcriber = WhisperTranscriber(whisper_path(name), options)
     transcriber.warmup()

@@ -43,7 +43,12 @@ DEFAULT_COMPUTE_TYPE = {"cpu": "int8", "cuda": "float16"}
 @dataclass(frozen=True, slots=True)
 class WhisperOptions:
     model: str = "tiny.en"  # a name from models.registry, a CTranslate2 folder, or a hub name
-    cpu_threads: int = 2
+    # Threads per decode, and decodes that may run at once (CTranslate2 replicas sharing the
+    # weights). Whisper's decoder takes one token at a time in small matrix products that a
+    # second thread barely speeds up: on 2 AVX2 cores one thread decoded 1.3x faster than two,
+    # and two one-thread workers did twice the work of one two-thread decode (bench/README.md).
+    cpu_threads: int = 1
+    workers: int = 1
     device: str = "cpu"  # "cpu" or "cuda" (CTranslate2's CUDA build; needs a GPU)
     compute_type: str = ""  # "": int8 on cpu, float16 on cuda (int8_float16 also fits)
     pad_s: float = 1.0
@@ -57,8 +62,8 @@ class WhisperOptions:
     max_context_tokens_per_s: float = 6.0  # above this a prompted decode is redone plainly
 
     def __post_init__(self) -> None:
-        if self.cpu_threads < 1:
-            raise ValueError("cpu_threads must be >= 1")
+        if self.cpu_threads < 1 or self.workers < 1:
+            raise ValueError("cpu_threads and workers must be >= 1")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if not 1 <= self.beam_size <= 10:
@@ -74,8 +79,9 @@ class WhisperOptions:
 
 
 class WhisperTranscriber:
-    """A ``nlp.transcript.Transcriber`` over one CTranslate2 Whisper model. Not thread-safe:
-    give each instance one executor thread."""
+    """A ``nlp.transcript.Transcriber`` over one CTranslate2 Whisper model. Safe for
+    ``workers`` concurrent calls from as many threads (each runs on its own replica; the rest
+    of the object is read-only after construction); more calls wait for a free replica."""
 
     def __init__(self, model_dir: Path, options: WhisperOptions) -> None:
         try:
@@ -86,6 +92,7 @@ class WhisperTranscriber:
             raise ModelUnavailable("faster-whisper is missing: pip install faster-whisper") from err
         self.name = f"whisper:{options.model}"
         self.device = options.device
+        self.workers = options.workers
         self._options = options
         self._ct2 = ctranslate2
         if options.device == "cuda" and ctranslate2.get_cuda_device_count() < 1:
@@ -99,7 +106,7 @@ class WhisperTranscriber:
             device=options.device,
             compute_type=self.compute_type,
             cpu_threads=options.cpu_threads,
-            num_workers=1,
+            num_workers=options.workers,
         )
         multilingual = self._model.model.is_multilingual
         self._tokenizer = Tokenizer(
@@ -238,11 +245,14 @@ class WhisperTranscriber:
         self, encoded: object, prompts: list[list[int]], lengths: list[int]
     ) -> tuple[list[Any], list[list[int]]]:
         budgets = [self._token_budget(n) for n in lengths]
+        # CTranslate2 caps the new tokens at half of max_length (and at max_length minus the
+        # prompt): twice the budget, or a 20 s clip without a prompt lost its last sentence
+        wanted = max(2 * max(budgets), len(prompts[0]) + max(budgets))
         results = self._model.model.generate(
             encoded,
             prompts,
             beam_size=self._options.beam_size,
-            max_length=min(MAX_DECODE_TOKENS, len(prompts[0]) + max(budgets)),
+            max_length=min(MAX_DECODE_TOKENS, wanted),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,

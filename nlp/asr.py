@@ -1,6 +1,6 @@
 """Streaming ASR: utterance events in, partial and final transcripts out.
 
-Two pieces, over ``nlp.scheduler.AsrScheduler`` (one ``Transcriber`` and its one thread,
+Two pieces, over ``nlp.scheduler.AsrScheduler`` (one ``Transcriber`` and its workers,
 finals first, then speculative decodes, then partials):
 - ``accept()`` is the sync guard against Whisper's known failures: text on silence or noise
   ("Thank you."), bracketed non-speech tags, repetition loops.

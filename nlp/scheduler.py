@@ -1,17 +1,19 @@
-"""``AsrScheduler``: every recognition of one ``Transcriber``, on its one thread, by priority,
-in batches across calls.
+"""``AsrScheduler``: every recognition of one ``Transcriber``, on ``workers`` threads, by
+priority, in batches across calls.
 
 Jobs are taken finals first, then speculative finals, then partials; a partial job is replaced
 by a newer one of the same utterance (``dropped_partials`` counts them). A final is never
 dropped. Shared by every call on the server; ``nlp.asr.transcribe`` is its per-call client.
+``workers`` > 1 runs that many recognitions at once (the transcriber must allow it: Whisper's
+CTranslate2 replicas, one per worker); each free worker takes the next job by the same order.
 
 When the transcriber is a ``BatchTranscriber``, one model call decodes several jobs: all the
 pending finals and speculative decodes (finals first, up to ``max_batch``), or, when none is
 pending, the oldest pending partials (up to ``max_partial_batch``). Partials never ride in a
 final's batch: they would lengthen it. A final submitted while a partial batch runs preempts
-it at the transcriber's next stage boundary (``should_stop``): those partials resolve to None
-and count as dropped (``dropped_partials``, of which ``preempted_partials``), and the final
-runs next.
+it at the transcriber's next stage boundary (``should_stop``) when no worker is free for the
+final: those partials resolve to None and count as dropped (``dropped_partials``, of which
+``preempted_partials``), and the final runs next.
 
 Beyond capacity the work degrades in this order: partials are replaced by newer ones of the
 same utterance and wait behind every final (fewer partials per utterance); a running partial
@@ -62,16 +64,20 @@ class SchedulerOptions:
     max_batch: int = 8  # finals and speculative decodes per model call
     max_partial_batch: int = 4  # partials per model call
     preempt: bool = True  # a final stops a running partial batch after its encode
+    workers: int = 1  # recognitions at once (the transcriber's concurrent calls)
 
     def __post_init__(self) -> None:
         if self.max_pending_finals < 1:
             raise ValueError("max_pending_finals must be at least 1")
         if self.max_batch < 1 or self.max_partial_batch < 1:
             raise ValueError("max_batch and max_partial_batch must be at least 1")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
 
 
 class AsrScheduler:
-    """Runs every recognition of one transcriber on one thread, by priority, batched.
+    """Runs every recognition of one transcriber on ``options.workers`` threads, by priority,
+    batched.
 
     Its queue is bounded by policy: one pending partial per utterance (a newer one replaces
     it), one speculative decode per utterance, and at most ``max_pending_finals`` finals:
@@ -92,14 +98,15 @@ class AsrScheduler:
         self.transcriber = transcriber
         self._batched = isinstance(transcriber, BatchTranscriber)
         self._final_slots = asyncio.Semaphore(options.max_pending_finals)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="asr")
+        self._executor = ThreadPoolExecutor(options.workers, thread_name_prefix="asr")
         self._pending: tuple[list[AsrJob], list[AsrJob], list[AsrJob]] = ([], [], [])
         self._wake = asyncio.Event()
-        self._preempt = threading.Event()  # set: a final waits while partials run
-        self._running_partials = False
+        # one event per running partial batch: set, that batch stops for a waiting final
+        self._running_partials: list[threading.Event] = []
+        self._busy_workers = 0
         self._partials: dict[str, AsrJob] = {}
         self._seq = itertools.count()
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
         self.dropped_partials = 0
         self.preempted_partials = 0
         self.busy_s = 0.0
@@ -109,21 +116,24 @@ class AsrScheduler:
         self.largest_batch = 0
 
     def start(self) -> None:
-        if self._worker is None:
-            # shared by every call: it must not inherit the context (log fields) of the call
-            # whose first job started it
-            self._worker = asyncio.get_running_loop().create_task(
-                self._run(), name="asr-worker", context=contextvars.Context()
-            )
+        if not self._workers:
+            # shared by every call: they must not inherit the context (log fields) of the call
+            # whose first job started them
+            loop = asyncio.get_running_loop()
+            self._workers = [
+                loop.create_task(self._run(), name=f"asr-worker-{i}", context=contextvars.Context())
+                for i in range(self.options.workers)
+            ]
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
             try:
-                await self._worker
+                await worker
             except asyncio.CancelledError:
                 pass
-            self._worker = None
+        self._workers = []
         self._executor.shutdown(wait=True)
 
     async def submit_final(
@@ -154,11 +164,21 @@ class AsrScheduler:
             if old is not None and old.discard():
                 self.dropped_partials += 1
             self._partials[key] = job
-        elif self._running_partials:
-            self._preempt.set()
         self._pending[priority].append(job)
+        if priority != PARTIAL:
+            self._preempt_for_urgent()
         self._wake.set()
         return job
+
+    def _preempt_for_urgent(self) -> None:
+        """Stop as many running partial batches as there are waiting finals and speculative
+        decodes that no free worker will take."""
+        idle = self.options.workers - self._busy_workers
+        waiting = sum(1 for j in (*self._pending[FINAL], *self._pending[SPECULATIVE])
+                      if not j.future.done())  # fmt: skip
+        unstopped = [e for e in self._running_partials if not e.is_set()]
+        for event in unstopped[: max(0, waiting - idle)]:
+            event.set()
 
     def pending(self) -> int:
         """Jobs waiting (not running), all priorities."""
@@ -194,12 +214,13 @@ class AsrScheduler:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            partials = batch[0].priority == PARTIAL
-            self._running_partials = partials
-            self._preempt.clear()
+            stop = threading.Event()
+            if batch[0].priority == PARTIAL:
+                self._running_partials.append(stop)
+            self._busy_workers += 1
             t0 = loop.time()
             try:
-                results = await loop.run_in_executor(self._executor, self._recognize, batch)
+                results = await loop.run_in_executor(self._executor, self._recognize, batch, stop)
             except Exception as err:  # a model failure degrades these utterances, not the calls
                 log.exception("recognition failed for %s", ", ".join(j.key for j in batch))
                 for job in batch:
@@ -210,7 +231,9 @@ class AsrScheduler:
                 took_s = loop.time() - t0
                 self.busy_s += took_s
                 self.busy_s_by_priority[batch[0].priority] += took_s
-                self._running_partials = False
+                self._busy_workers -= 1
+                if stop in self._running_partials:
+                    self._running_partials.remove(stop)
             self._count(batch)
             self._resolve(batch, results)
 
@@ -230,19 +253,18 @@ class AsrScheduler:
             if not job.future.done():
                 job.future.set_result(result)
 
-    def _recognize(self, batch: list[AsrJob]) -> list[Recognition] | None:
+    def _recognize(self, batch: list[AsrJob], stop: threading.Event) -> list[Recognition] | None:
         if not self._batched:
             (job,) = batch
             return [self.transcriber.recognize(job.audio, with_words=job.with_words,
                                                context=job.context)]  # fmt: skip
         assert isinstance(self.transcriber, BatchTranscriber)
         preemptible = batch[0].priority == PARTIAL and self.options.preempt
-        stop = self._preempt.is_set if preemptible else None
         return self.transcriber.recognize_batch(
             [j.audio for j in batch],
             with_words=[j.with_words for j in batch],
             contexts=[j.context for j in batch],
-            should_stop=stop,
+            should_stop=stop.is_set if preemptible else None,
         )
 
 

@@ -128,14 +128,16 @@ def build_app(rt: Runtime) -> FastAPI:
 
     @app.get("/v1/stats", dependencies=[admin], tags=["operations"])
     async def stats() -> dict[str, Any]:
-        """Load of this server: live calls, the time the Whisper thread has spent
-        recognizing since start-up (its busy share of wall time is the ASR capacity used),
+        """Load of this server: live calls, the time the Whisper workers have spent
+        recognizing since start-up (worker-seconds: over wall time times ``asr_workers`` it is
+        the ASR capacity used),
         events that did not reach other instances (Redis bus; 0 on one instance), and the
         asyncio tasks running in the server."""
         scheduler = rt.engines.scheduler
         return {
             "live_calls": len(rt.sessions),
             "asr_busy_s": round(scheduler.busy_s, 3),
+            "asr_workers": scheduler.options.workers,
             "asr_dropped_partials": scheduler.dropped_partials,
             "bus_dropped": rt.bus.dropped,
             "tasks": len(asyncio.all_tasks()),  # a leak shows as a count that keeps growing

@@ -53,6 +53,7 @@ def load_transcriber(settings: Settings) -> WhisperTranscriber:
     return registry.load_transcriber(
         settings.model,
         threads=settings.asr_threads,
+        workers=settings.resolved_asr_workers,
         device=settings.device,
         compute_type=settings.compute_type,
     )
@@ -62,9 +63,10 @@ def scheduler_options(settings: Settings) -> SchedulerOptions:
     """Batch sizes by device. On the 2-core CPU a batch of 4 clips took 0.97x the time of the
     4 one by one (the int8 encoder dominates and gains nothing), so a batch would only make its
     first final wait for the others: one clip per call. A GPU decodes dozens in the time of one."""
+    workers = settings.resolved_asr_workers
     if settings.device == "cuda":
-        return SchedulerOptions(max_batch=32, max_partial_batch=32)
-    return SchedulerOptions(max_batch=1, max_partial_batch=1)
+        return SchedulerOptions(max_batch=32, max_partial_batch=32, workers=workers)
+    return SchedulerOptions(max_batch=1, max_partial_batch=1, workers=workers)
 
 
 def asr_options(settings: Settings) -> AsrOptions:
@@ -131,10 +133,11 @@ def load_engines(settings: Settings, store: CallStore, clock: Clock | None = Non
     metrics = Metrics()
     transcriber = timed(metrics, "whisper", lambda: load_transcriber(settings))
     log.info(
-        "loaded %s on %s (%s, %d threads), VAD %s",
+        "loaded %s on %s (%s, %d workers of %d threads), VAD %s",
         transcriber.name,
         settings.device,
         transcriber.compute_type,
+        transcriber.workers,
         settings.asr_threads,
         settings.vad,
     )

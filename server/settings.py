@@ -54,7 +54,10 @@ class Settings:
     instance_id: str = ""  # with Redis: this instance's name, stable across restarts (host name)
     model: str = "tiny.en"
     vad: str = "silero"
-    asr_threads: int = 2
+    # Whisper: asr_workers decodes at once (0: one per core, at most 4; 1 on cuda, which
+    # batches instead), each on asr_threads threads (models/whisper.py says why one)
+    asr_threads: int = 1
+    asr_workers: int = 0
     device: str = "cpu"  # Whisper on "cpu" or "cuda" (asked for, never detected by itself)
     compute_type: str = ""  # "": int8 on cpu, float16 on cuda; or int8_float16, int8, float32
     min_silence_ms: int = 300
@@ -107,6 +110,8 @@ class Settings:
             raise SettingsError("CUECARD_HOST must not be empty")
         if self.asr_threads < 1:
             raise SettingsError("CUECARD_ASR_THREADS must be >= 1")
+        if not 0 <= self.asr_workers <= 64:
+            raise SettingsError("CUECARD_ASR_WORKERS must be 0 (one per core) or 1-64")
         if self.device not in ("cpu", "cuda"):
             raise SettingsError(f"CUECARD_DEVICE must be cpu or cuda, got {self.device!r}")
         if self.compute_type not in COMPUTE_TYPES:
@@ -226,6 +231,16 @@ class Settings:
     def resolved_jwt_secret(self) -> str:
         """The HS256 secret: configured, or kept in ``data_dir/jwt_secret`` (created 0600)."""
         return self.jwt_secret or _kept_secret(self.data_dir / "jwt_secret", 48)
+
+    @property
+    def resolved_asr_workers(self) -> int:
+        """The Whisper workers: ``asr_workers``, or by default one per core (at most 4) on the
+        CPU and one on cuda (where the scheduler batches)."""
+        if self.asr_workers:
+            return self.asr_workers
+        if self.device == "cuda":
+            return 1
+        return max(1, min(4, (os.cpu_count() or 1) // self.asr_threads))
 
     @property
     def retention_s(self) -> float | None:

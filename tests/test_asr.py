@@ -4,11 +4,13 @@ utterances that hold no speech reported as settled without text."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from audio.segmenter import SpeechEvent, SpeechStarted, UtteranceEnded
+from bench.realspeech import ROOT, edits, items, normalise
 from clients.callgen import Turn, render
 from nlp.asr import AsrOptions, UtteranceSilent, transcribe
 from nlp.scheduler import AsrScheduler
@@ -84,3 +86,40 @@ def test_a_batch_prompt_fits_its_length_keeping_the_hotwords() -> None:
     assert len(trimmed) - len(plain) == fit
     assert trimmed[1 : 1 + len(hot_ids)] == hot_ids
     assert trimmed[-len(plain) - 1] == prev_ids[-1]  # the newest prompt token stays
+
+
+LIBRI = ROOT / "read/librispeech_test_clean"
+needs_real_speech = pytest.mark.skipif(
+    not LIBRI.exists(), reason="needs the real-speech set (CUECARD_REAL_SPEECH)"
+)
+
+
+def _libri(stem: str) -> tuple[np.ndarray, str]:
+    (item,) = [i for i in items() if i.name == stem]
+    return item.audio, item.reference
+
+
+@needs_real_speech
+def test_two_workers_decode_at_once_as_one_would() -> None:
+    """Two threads on a two-worker transcriber get, clip for clip, the words one thread got:
+    the replicas share nothing that a decode writes."""
+    t = load_transcriber(Settings(asr_workers=2))
+    assert t.workers == 2
+    clips = [_libri(s)[0] for s in ("1320-122612-0008", "260-123286-0006", "6829-68769-0004")]
+    alone = [t.recognize(c, with_words=True).text for c in clips]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda c: t.recognize(c, with_words=True).text, clips * 2))
+    assert together == alone * 2
+    assert all(alone)
+
+
+@needs_real_speech
+def test_a_long_clip_is_recognized_to_its_end() -> None:
+    """A 21.5 s read sentence without a prompt: the last of its 60+ words are heard too
+    (CTranslate2 stops at half of ``max_length``, which once cut this clip at 65 tokens)."""
+    audio, reference = _libri("8463-287645-0007")
+    rec = load_transcriber(Settings()).recognize(audio, with_words=False)
+    errors, n_ref = edits(reference, rec.text)
+    assert n_ref > 60
+    assert len(normalise(rec.text)) >= 0.9 * n_ref
+    assert errors / n_ref < 0.2

@@ -134,3 +134,82 @@ async def test_no_final_is_dropped_when_many_wait() -> None:
         await scheduler.stop()
     assert [r.text for r in results if r is not None] == [f"clip of {1000 + i}" for i in range(20)]
     assert all(len(c) <= 3 for c in t.calls)
+
+
+class Concurrent(BatchRecorder):
+    """Each call waits at a barrier of ``parties``: it returns only when that many run at
+    once (or breaks after 10 s, which fails the call)."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__()
+        self.gate.set()
+        self.barrier = threading.Barrier(parties, timeout=10)
+
+    def recognize_batch(
+        self,
+        audios: Sequence[Samples],
+        *,
+        with_words: Sequence[bool],
+        contexts: Sequence[RecognitionContext],
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[Recognition] | None:
+        self.barrier.wait()
+        return super().recognize_batch(
+            audios, with_words=with_words, contexts=contexts, should_stop=should_stop
+        )
+
+
+async def test_two_workers_run_two_recognitions_at_once() -> None:
+    t = Concurrent(2)
+    scheduler = AsrScheduler(t, options=SchedulerOptions(max_batch=1, workers=2))
+    try:
+        jobs = [await scheduler.submit_final(f"f-{i}", clip(100 + i)) for i in range(4)]
+        results = await asyncio.wait_for(asyncio.gather(*(j.future for j in jobs)), 20)
+    finally:
+        t.barrier.abort()
+        await scheduler.stop()
+    assert [r.text for r in results if r is not None] == [f"clip of {100 + i}" for i in range(4)]
+
+
+async def test_a_final_takes_a_free_worker_instead_of_preempting_a_partial() -> None:
+    t = BatchRecorder()
+    t.gate.set()
+    t.partial_gate.clear()
+    scheduler = AsrScheduler(t, options=SchedulerOptions(workers=2))
+    try:
+        partial = scheduler.submit(PARTIAL, "p-0", clip(300), False)
+        assert await asyncio.to_thread(t.partial_started.wait, 10)
+        final = await scheduler.submit_final("f-1", clip(100))
+        got = await asyncio.wait_for(final.future, 10)  # while the partial still runs
+        t.partial_gate.set()
+        kept = await asyncio.wait_for(partial.future, 10)
+    finally:
+        t.partial_gate.set()
+        await scheduler.stop()
+    assert got is not None and got.text == "clip of 100"
+    assert kept is not None and kept.text == "clip of 300"
+    assert scheduler.preempted_partials == 0
+
+
+async def test_with_every_worker_on_partials_a_final_stops_one_batch() -> None:
+    t = BatchRecorder()
+    t.gate.set()
+    t.partial_gate.clear()
+    scheduler = AsrScheduler(t, options=SchedulerOptions(max_partial_batch=1, workers=2))
+    try:
+        partials = [scheduler.submit(PARTIAL, f"p-{i}", clip(300 + i), False) for i in range(2)]
+        for _ in range(100):  # both workers inside a partial batch
+            if len(t.calls) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert len(t.calls) == 2
+        final = await scheduler.submit_final("f-1", clip(100))
+        t.partial_gate.set()
+        got = await asyncio.wait_for(final.future, 10)
+        done = [await asyncio.wait_for(p.future, 10) for p in partials]
+    finally:
+        t.partial_gate.set()
+        await scheduler.stop()
+    assert got is not None and got.text == "clip of 100"
+    assert sorted(d is None for d in done) == [False, True]  # one stopped, one kept
+    assert scheduler.preempted_partials == 1
