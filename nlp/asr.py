@@ -134,17 +134,27 @@ class UtteranceSilent:
 AsrEvent = Transcript | UtteranceSilent
 
 
+@dataclass(slots=True)
+class StreamStats:
+    """What one ``transcribe()`` stream lost: its partials the shared scheduler dropped (a
+    newer one replaced it, or a final cut its batch short) or the output queue had no room
+    for. The session watches it to tell the rep when this call's live line stalls."""
+
+    dropped_partials: int = 0
+
+
 class TranscriptQueue:
     """The bounded hand-over from the recognizer to the next stage. Finals and silences are
     never dropped: ``put`` waits for room. A partial replaces a pending partial of the same
     utterance, or is dropped (``dropped_partials``) when the queue is full."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, stats: StreamStats | None = None) -> None:
         self._maxsize = maxsize
         self._items: deque[list[AsrEvent | None]] = deque()  # a slot a partial may overwrite
         self._partials: dict[str, list[AsrEvent | None]] = {}
         self._changed = asyncio.Event()
         self.dropped_partials = 0
+        self.stats = stats or StreamStats()
 
     async def put(self, item: AsrEvent | None) -> None:
         """A final, a silence, or None (the end)."""
@@ -158,6 +168,7 @@ class TranscriptQueue:
             slot[0] = t
         elif len(self._items) >= self._maxsize:
             self.dropped_partials += 1
+            self.stats.dropped_partials += 1
         else:
             self._partials[t.utterance_id] = slot = [t]
             self._push(slot)
@@ -215,13 +226,14 @@ async def transcribe(
     events: AsyncIterable[SpeechEvent],
     scheduler: AsrScheduler,
     options: AsrOptions,
+    stats: StreamStats | None = None,
 ) -> AsyncIterator[AsrEvent]:
     """Speech events of one call (any speakers) -> transcripts. Per utterance: partials, then
     exactly one final if it holds speech, or one ``UtteranceSilent`` if it held none (or was
     dropped by the segmenter). Each speaker's finals keep utterance order. A long utterance
     is committed piece by piece as it is spoken (``nlp.commit``): every decode covers only the
-    audio after its committed prefix."""
-    out = TranscriptQueue(options.out_queue)
+    audio after its committed prefix. ``stats`` counts this stream's lost partials."""
+    out = TranscriptQueue(options.out_queue, stats)
     # The scheduler is shared by every call and utterance ids repeat across calls
     # ("customer-3"): its keys carry this stream's own scope, so one call's partial never
     # replaces another call's pending one.
@@ -354,6 +366,8 @@ async def _partial(
         rec = await fut
     except Exception:
         return
+    if rec is None:
+        out.stats.dropped_partials += 1  # replaced or cut short by the scheduler
     if rec is None or u.finished:
         return
     ok = accept(rec, options)

@@ -9,9 +9,10 @@ stalled. Sans-I/O, with hysteresis so the page does not flap:
 - ``live`` again once ``calm_s`` passed without a drop.
 
 Time is whatever the caller passes (the session passes the call's audio seconds, at its ticks);
-the drop count is the scheduler's running total, so drops before the first ``observe`` do not
-count. The scheduler is shared: every live call sees the same drops (the server is busy, not
-one call).
+the drop count is a running total, so drops before the first ``observe`` do not count. The
+session passes its own call's lost partials (``nlp.asr.StreamStats``), not the shared
+scheduler's total: with eight calls on the server, the routine replacements of all of them
+added up to a "server busy" on every page at half the recognizer's capacity.
 """
 
 from __future__ import annotations

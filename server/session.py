@@ -56,7 +56,7 @@ from guidance.playbook import Playbook
 from guidance.score import PriorError, ScoreModel, parse_prior
 from guidance.summary import Summarizer
 from nlp.analyze import Analyzer
-from nlp.asr import AsrOptions, UtteranceSilent, transcribe
+from nlp.asr import AsrOptions, StreamStats, UtteranceSilent, transcribe
 from nlp.insight import Insight, InsightFailed, insights
 from nlp.redaction import Redactor, redact
 from nlp.scheduler import AsrScheduler
@@ -168,6 +168,7 @@ class CallSession:
         self.finals = 0
         self._latency = LatencyProbe()
         self._overload = OverloadWatch()
+        self._asr_stats = StreamStats()  # this call's lost partials: what the watch reads
         self._ended = False  # the call is closed in the store
         self._outbox = StoreOutbox(
             self.call_id, store, self._publish, engines.outbox, on_hold=self._storage_held
@@ -312,7 +313,7 @@ class CallSession:
         speech = segment(_drain(self._audio), e.detectors, e.segmenter, self.progress)
         if self._diarizer is not None and e.voices is not None:
             speech = diarize(speech, e.voices, e.voice_executor, self._diarizer)
-        texts = redact(transcribe(speech, e.scheduler, self._asr), e.redactor)
+        texts = redact(transcribe(speech, e.scheduler, self._asr, self._asr_stats), e.redactor)
         call_date = call_date_of(self.meta.started_at)  # what "by Friday" counts from
         return insights(texts, e.analyzer, e.nlp_executor, call_date)
 
@@ -415,8 +416,8 @@ class CallSession:
             self.engines.metrics.latency(*latency)
 
     async def _watch_overload(self) -> None:
-        """Tell the rep when the recognizer starts and stops shedding live partials."""
-        shift = self._overload.observe(self.engines.scheduler.dropped_partials, self.audio_s)
+        """Tell the rep when the recognizer starts and stops shedding this call's partials."""
+        shift = self._overload.observe(self._asr_stats.dropped_partials, self.audio_s)
         if shift is not None:
             detail = OVERLOADED if shift == "degraded" else CAUGHT_UP
             log.info(

@@ -286,6 +286,38 @@ async def test_a_call_is_told_when_partials_are_shed_and_when_they_resume(tmp_pa
     ]
 
 
+async def test_a_calls_lost_partials_are_its_own_not_the_servers() -> None:
+    """Two streams on one slow recognizer: the one whose partials pile up counts its lost
+    partials; the one without partials counts none, though the shared scheduler dropped many
+    (its count is what the session's overload watch reads)."""
+    from audio.segmenter import SpeechEvent, SpeechStarted, UtteranceEnded, UtteranceGrew
+    from nlp.asr import StreamStats, transcribe
+
+    async def talk(partials: bool) -> AsyncIterator[SpeechEvent]:
+        clip = np.zeros(16000, np.float32)
+        yield SpeechStarted("u1", "customer", 0)
+        for k in range(8 if partials else 0):
+            yield UtteranceGrew("u1", "customer", 0, np.zeros(1600 * (k + 1), np.float32))
+            await asyncio.sleep(0.02)
+        yield UtteranceEnded("u1", "customer", 0, clip)
+
+    scheduler = AsrScheduler(Slow())
+    busy, quiet = StreamStats(), StreamStats()
+    try:
+
+        async def run(partials: bool, stats: StreamStats) -> list[Any]:
+            options = AsrOptions(partials=partials, prompt_finals=0)
+            return [t async for t in transcribe(talk(partials), scheduler, options, stats)]
+
+        outs = await asyncio.wait_for(asyncio.gather(run(True, busy), run(False, quiet)), 30)
+    finally:
+        await scheduler.stop()
+    assert all(any(isinstance(t, Transcript) and t.is_final for t in out) for out in outs)
+    assert scheduler.dropped_partials >= 4
+    assert busy.dropped_partials == scheduler.dropped_partials
+    assert quiet.dropped_partials == 0
+
+
 def frames(samples: np.ndarray, start: int) -> list[AudioChunk]:
     return [
         AudioChunk("customer", start + i, samples[i : i + 320]) for i in range(0, len(samples), 320)
