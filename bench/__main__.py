@@ -6,7 +6,8 @@
                                                  # each call: 2 (quick) or 3 of the set chained
 
 Writes report.json, report.md, the PNG plots and events.jsonl to bench/results/<stamp>/ and
-prints the Markdown report's path; a progress bar runs on stderr.
+prints the Markdown report's path; a progress bar runs on stderr. ``--readme README.md``
+pastes the report into the README's bench block (``bench.report.update_readme``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from bench.instrument import RESULTS, BenchOptions, run_bench
+from bench.report import update_readme
 
 
 def parse(argv: list[str]) -> BenchOptions:
@@ -35,6 +37,7 @@ def parse(argv: list[str]) -> BenchOptions:
     p.add_argument("--chain", type=int, help="calls of the set per replayed call, back to back"
                    " (default 1; --capacity: 2 with --quick, else 3)")  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    p.add_argument("--readme", type=Path, help="paste the report into this README's bench block")
     a = p.parse_args(argv)
     return BenchOptions(
         quick=a.quick,
@@ -49,6 +52,7 @@ def parse(argv: list[str]) -> BenchOptions:
         chain=a.chain or ((2 if a.quick else 3) if a.capacity else 1),
         out_dir=a.out,
         command=shlex.join(["python", "-m", "bench", *argv]),
+        readme=a.readme,
     )
 
 
@@ -56,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = parse(sys.argv[1:] if argv is None else argv)
     report = asyncio.run(run_bench(opts))
     print(report["files"]["markdown"])
+    if opts.readme is not None:
+        update_readme(opts.readme, report)
+        print(f"{opts.readme}: its bench block is this run's")
     return 1 if report["unmeasured"] else 0
 
 

@@ -72,6 +72,7 @@ class BenchOptions:
     out_dir: Path = RESULTS
     targets: Targets = field(default_factory=Targets)
     command: str = "python -m bench"  # shown with the figures
+    readme: Path | None = None  # --readme: the README whose bench block gets the report
 
     def __post_init__(self) -> None:
         if not self.levels or min(self.levels) < 1:
@@ -141,12 +142,14 @@ def _own_cpu_s() -> float:
 def level_figures(run: LevelRun, calls: Sequence[BenchCall], opts: BenchOptions) -> dict[str, Any]:
     """Every latency, lag, load and drop figure of one level (WER comes later)."""
     samples: dict[str, list[list[float]]] = {k: [] for k in KINDS}
-    missing, abnormal = 0, 0
+    missing, abnormal, waited = 0, 0, 0
     for k, offset, res in run.runs:
         call = calls[k]
         for s in latency_samples(res.events, call.call.utterances):
             samples[s.kind].append([round(offset + s.received_s, 3), round(s.latency_s, 4)])
         missing += _turns_without_final(res.events, call)
+        waited += sum(1 for e in res.events if e["type"] == "card" and e.get("state") == "issued"
+                      and float(e.get("waited_s") or 0) > 0)  # fmt: skip
         abnormal += res.close_code not in (None, 1000)
     audio_s = sum(calls[k].audio_s for k, _, _ in run.runs)
     latency = {k: summary([v for _, v in xs]) for k, xs in samples.items()}
@@ -167,6 +170,8 @@ def level_figures(run: LevelRun, calls: Sequence[BenchCall], opts: BenchOptions)
         "rtf": rtf | {"server_cpu": run.server["cpu_per_audio_s"]},
         "server": run.server | {"bench_client_cpu_cores": round(run.client_cpu_cores, 3)},
         "dropped": dropped,
+        # issued cards that waited for the deck's rate limit: out of the card latency above
+        "rate_limited_cards": waited,
     }
     objections = _objection_cards(run, calls)
     if objections is not None:
@@ -403,6 +408,7 @@ def _options_dict(opts: BenchOptions) -> dict[str, Any]:
     d = asdict(opts)
     d["real"] = [str(p) for p in opts.real]
     d["out_dir"] = str(opts.out_dir)
+    d["readme"] = str(opts.readme) if opts.readme else ""
     d["path"] = "twilio-8k-mulaw" if opts.telephone else "native-16k-pcm16"
     return d
 

@@ -89,7 +89,10 @@ def latency_samples(
                 out.append(LatencySample("partial", at, at - speech_start / speed))
         elif e["type"] == "card" and e.get("state") == "issued" and e.get("evidence"):
             end = e.get("audio_end_s")
-            if e["evidence"].get("speaker") == "customer" and end and end > warmup_s:
+            # a card that waited for a slot of the deck's rate limit is late by design, not
+            # by the pipeline: ``rate_limited_cards`` counts those
+            held = float(e.get("waited_s") or 0.0) > 0
+            if e["evidence"].get("speaker") == "customer" and end and end > warmup_s and not held:
                 out.append(LatencySample("card", at, at - end / speed))
     return out
 

@@ -7,7 +7,10 @@
   number of concurrent calls.
 
 The Markdown names the machine and the command with every table, so a figure quoted from it
-(the README's) says where it was measured. Plots need matplotlib (the ``bench`` extra).
+says where it was measured. The README's instrument figures are that Markdown, pasted by
+``update_readme`` between its ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` markers
+(``python -m bench ... --readme README.md``, or ``python -m bench.report REPORT.json --readme
+README.md`` from a saved run), never typed by hand. Plots need matplotlib (the ``bench`` extra).
 """
 
 from __future__ import annotations
@@ -40,6 +43,34 @@ def write_outputs(report: dict[str, Any], folder: Path) -> None:
     }
     (folder / "report.md").write_text(markdown(report))
     (folder / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def update_readme(path: Path, report: dict[str, Any]) -> None:
+    """Replace what lies between ``BEGIN`` and ``END`` in ``path`` with the report's Markdown
+    (its title and plots left out: the README links the results folder instead)."""
+    text = path.read_text()
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise ValueError(f"{path} needs one {BEGIN} ... {END} block")
+    body = [line for line in markdown(report).splitlines()[1:] if not line.startswith("![")]
+    block = "\n".join(body).strip()
+    head, rest = text.split(BEGIN)
+    _, tail = rest.split(END)
+    path.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m bench.report", description="README from a run")
+    p.add_argument("report", type=Path, help="a run's report.json")
+    p.add_argument("--readme", type=Path, default=Path("README.md"))
+    a = p.parse_args(argv)
+    update_readme(a.readme, json.loads(a.report.read_text()))
+    print(f"{a.readme}: figures of {a.report}")
+    return 0
 
 
 def _pair(s: dict[str, Any], a: str = "p50", b: str = "p95") -> str:
@@ -127,7 +158,7 @@ def _latency_row(lvl: dict[str, Any]) -> str:
         str(lvl["calls"]),
         _pair(lat["final"]),
         _pair(lat["partial"]),
-        _pair(lat["card"]),
+        _pair(lat["card"]) + f", {lvl.get('rate_limited_cards', 0)} more waited for the rate limit",
         "not measured" if ins is None else f"{1000 * ins:.0f} ms",
         lag_text,
         wer_text,
@@ -210,3 +241,7 @@ def _save(fig: Any, title: str, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -73,6 +73,9 @@ class Card:
     provisional: bool = False
     times_raised: int = 1
     utterance_id: str | None = None  # the triggering utterance; None for timing alerts
+    # audio seconds the card waited for a slot of the rate limit before it was issued: part of
+    # its latency by design (the rep is not flooded), not the pipeline's
+    waited_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,7 @@ class CardDeck:
         self._key_of_id: dict[str, str] = {}
         self._issued_at_s: dict[Budget, deque[float]] = {"card": deque(), "alert": deque()}
         self._pending: dict[str, Candidate] = {}
+        self._waiting_since: dict[str, float] = {}  # key -> when it first waited for a slot
         self._provisional: dict[str, str] = {}  # utterance_id -> card_id
         self._heard_s: dict[str, float] = {}  # utterance_id -> when more of it was last heard
         self._next_id = 1
@@ -158,6 +162,7 @@ class CardDeck:
         for key, c in list(self._pending.items()):
             if now_s - c.card.audio_end_s > self._settings.max_pending_s:
                 del self._pending[key]
+                self._waiting_since.pop(key, None)
         for key in sorted(self._pending, key=lambda k: -self._pending[k].card.priority):
             if self._has_budget(self._pending[key], now_s):
                 out.append(self._issue(self._pending.pop(key), now_s, provisional=False))
@@ -213,6 +218,7 @@ class CardDeck:
         waiting = self._pending.get(c.key)
         if waiting is None or waiting.card.priority <= c.card.priority:
             self._pending[c.key] = c
+        self._waiting_since.setdefault(c.key, now_s)
         return []
 
     def _quiet_reason(self, key: str, now_s: float) -> str | None:
@@ -249,8 +255,14 @@ class CardDeck:
     def _issue(self, c: Candidate, now_s: float, *, provisional: bool) -> Card:
         card_id = f"card-{self._next_id}"
         self._next_id += 1
+        waited_s = max(0.0, now_s - self._waiting_since.pop(c.key, now_s))
         card = dataclasses.replace(
-            c.card, card_id=card_id, state="issued", provisional=provisional, times_raised=1
+            c.card,
+            card_id=card_id,
+            state="issued",
+            provisional=provisional,
+            times_raised=1,
+            waited_s=round(waited_s, 3),
         )
         self._slots[c.key] = _Slot(
             card=card, last_raised_s=now_s, last_sent_s=now_s, issued_at_s=now_s

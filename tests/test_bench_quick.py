@@ -66,7 +66,7 @@ def test_the_report_names_the_machine_and_the_model(quick: tuple[dict[str, Any],
     assert all(isinstance(v, bool) for v in m["flags"].values())
     assert m["physical_cores"] >= 1 and m["threads"] >= m["physical_cores"]
     assert (m["model"], m["device"]) == ("tiny.en", "cpu")
-    assert m["compute_type"] and m["asr_threads"] >= 1
+    assert m["compute_type"] and m["asr_threads"] >= 1 and m["asr_workers"] >= 1
 
 
 def test_a_level_carries_latency_lag_load_drops_and_wer(quick: tuple[dict[str, Any], Path]) -> None:
@@ -109,3 +109,27 @@ def test_the_markdown_and_the_plots_are_written(quick: tuple[dict[str, Any], Pat
         with Image.open(path) as image:
             assert image.width >= 400 and image.height >= 300
             assert len(image.convert("L").getcolors(256) or []) > 10  # drawn, not blank
+
+
+def test_the_readme_block_is_the_report(quick: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
+    """``update_readme`` pastes the report between the markers and nowhere else, the same way
+    twice; the project README has its one block; a README without one is refused."""
+    from bench.report import BEGIN, END, update_readme
+
+    report, _ = quick
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n\n{BEGIN}\nold figures\n{END}\n\nafter\n")
+    update_readme(readme, report)
+    once = readme.read_text()
+    update_readme(readme, report)
+    assert readme.read_text() == once
+    head, block = once.split(BEGIN)
+    block, tail = block.split(END)
+    assert head == "# Title\n\nbefore\n\n" and tail == "\n\nafter\n"
+    assert "old figures" not in block and "![" not in block
+    assert report["machine"]["cpu_model"] in block and "\n| 2 | " in block
+    project = (REPO / "README.md").read_text()
+    assert project.count(BEGIN) == 1 and project.count(END) == 1
+    (tmp_path / "bare.md").write_text("no block\n")
+    with pytest.raises(ValueError, match="bench:begin"):
+        update_readme(tmp_path / "bare.md", report)

@@ -188,6 +188,20 @@ def test_alerts_and_cue_cards_have_separate_budgets() -> None:
     assert [c.title for c in deck.tick(62.5)] == ["c"]  # "fast" waited 61.5 s: stale, dropped
 
 
+def test_a_card_that_waited_for_the_rate_limit_says_how_long() -> None:
+    """``waited_s``: 0 for a card issued when raised; the audio seconds from its first raise to
+    its issue for one that waited for a slot (the benchmarks leave those out of card latency)."""
+    deck = CardDeck(DeckSettings(max_new_cards_per_minute=1, max_pending_s=90))
+    (now,) = deck.offer([_candidate("a", 90, 1.0, "objection_price")], 1.0)
+    assert now.waited_s == 0.0
+    assert deck.offer([_candidate("b", 80, 20.0, "objection_trust")], 20.0) == []
+    deck.offer([_candidate("b", 80, 30.0, "objection_trust")], 30.0)  # raised again: same wait
+    assert deck.tick(45.0) == []
+    (later,) = deck.tick(61.5)
+    assert later.title == "b" and later.waited_s == pytest.approx(41.5)
+    assert json.loads(json.dumps(to_wire(later)))["waited_s"] == pytest.approx(41.5)
+
+
 @pytest.mark.parametrize("per_minute", [1, 3, 4])
 def test_rate_limit_never_exceeded(per_minute: int) -> None:
     """However many distinct cards are raised, no 60 s of audio sees more than N issued."""

@@ -4,6 +4,7 @@ GPU fails with the reason, and ``python -m bench.gpu`` has a CPU dry run and a c
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import ctranslate2
@@ -30,6 +31,20 @@ def test_device_and_compute_type_are_checked_at_start_up() -> None:
 def test_a_gpu_batches_more_than_a_cpu() -> None:
     cpu, cuda = scheduler_options(Settings()), scheduler_options(Settings(device="cuda"))
     assert cuda.max_batch > cpu.max_batch and cuda.max_partial_batch > cpu.max_partial_batch
+
+
+def test_a_cpu_gets_a_whisper_worker_a_core_and_a_gpu_one_batching_worker() -> None:
+    """One 1-thread worker per core (at most 4) by default on the CPU; CUECARD_ASR_WORKERS
+    and CUECARD_ASR_THREADS override it; the scheduler runs as many as the transcriber has."""
+    cores = os.cpu_count() or 1
+    assert Settings().resolved_asr_workers == max(1, min(4, cores))
+    assert Settings(asr_threads=2).resolved_asr_workers == max(1, min(4, cores // 2))
+    assert Settings(asr_workers=3).resolved_asr_workers == 3
+    assert Settings(device="cuda").resolved_asr_workers == 1
+    assert scheduler_options(Settings(asr_workers=3)).workers == 3
+    assert Settings.from_env({"CUECARD_ASR_WORKERS": "2"}).asr_workers == 2
+    with pytest.raises(SettingsError, match="CUECARD_ASR_WORKERS"):
+        Settings.from_env({"CUECARD_ASR_WORKERS": "-1"})
 
 
 @pytest.mark.skipif(not NO_GPU, reason="this machine has a CUDA device")
