@@ -141,6 +141,7 @@ class StreamStats:
     for. The session watches it to tell the rep when this call's live line stalls."""
 
     dropped_partials: int = 0
+    decoded_partials: int = 0  # came back from the recognizer (shown unless filtered)
 
 
 class TranscriptQueue:
@@ -368,6 +369,8 @@ async def _partial(
         return
     if rec is None:
         out.stats.dropped_partials += 1  # replaced or cut short by the scheduler
+    else:
+        out.stats.decoded_partials += 1
     if rec is None or u.finished:
         return
     ok = accept(rec, options)

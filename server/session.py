@@ -417,7 +417,8 @@ class CallSession:
 
     async def _watch_overload(self) -> None:
         """Tell the rep when the recognizer starts and stops shedding this call's partials."""
-        shift = self._overload.observe(self._asr_stats.dropped_partials, self.audio_s)
+        stats = self._asr_stats
+        shift = self._overload.observe(stats.dropped_partials, self.audio_s, stats.decoded_partials)
         if shift is not None:
             detail = OVERLOADED if shift == "degraded" else CAUGHT_UP
             log.info(

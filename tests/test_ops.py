@@ -72,9 +72,32 @@ def test_overload_goes_degraded_on_a_run_of_drops_and_live_after_calm() -> None:
     assert watch.observe(106, 30.0) is None
 
 
+def test_a_call_that_keeps_most_of_its_partials_is_not_overloaded() -> None:
+    """With the decoded partials passed too, losing one partial in four (the live line a little
+    slower, at half the recognizer's capacity) is no stall; losing most of them is."""
+    watch = OverloadWatch(OverloadOptions(enter_drops=4, window_s=10.0, calm_s=10.0))
+    lost = kept = 0
+    assert watch.observe(lost, 0.0, kept) is None
+    for t in range(1, 21):  # 1 lost, 3 kept a second: 10 lost in any 10 s, a quarter
+        lost, kept = lost + 1, kept + 3
+        assert watch.observe(lost, float(t), kept) is None
+    shifts = []
+    for t in range(21, 29):  # now 3 lost, 1 kept a second
+        lost, kept = lost + 3, kept + 1
+        shifts.append(watch.observe(lost, float(t), kept))
+    assert watch.degraded and shifts.count("degraded") == 1
+    for t in range(29, 60):  # a quarter lost again: live once 10 s pass without shedding
+        lost, kept = lost + 1, kept + 3
+        if watch.observe(lost, float(t), kept) == "live":
+            break
+    assert not watch.degraded and 38 <= t <= 50
+
+
 def test_overload_options_are_checked() -> None:
     with pytest.raises(ValueError):
         OverloadOptions(enter_drops=0)
+    with pytest.raises(ValueError):
+        OverloadOptions(min_lost_share=0)
 
 
 def test_arrival_times_answer_when_audio_had_arrived() -> None:
