@@ -61,6 +61,8 @@ def machine(server_env: Mapping[str, str]) -> dict[str, Any]:
         "compute_type": settings.compute_type or DEFAULT_COMPUTE_TYPE[settings.device],
         "asr_threads": settings.asr_threads,
         "asr_workers": settings.resolved_asr_workers,
+        # CTranslate2's kernels forced to an older ISA (AVX2: an emulated AVX2-only CPU); ""
+        "ct2_force_cpu_isa": os.environ.get("CT2_FORCE_CPU_ISA", ""),
     }
 
 

@@ -86,6 +86,12 @@ def machine_line(m: dict[str, Any]) -> str:
         f" ({m['usable_cpus']} usable), {flags}, {m['memory_gb']} GB; load average before the run"
         f" {m['load_1m_before']:.2f}. Server: model {m['model']}, device {m['device']}, compute "
         f"{m['compute_type']}, {m.get('asr_workers', 1)} ASR workers of {m['asr_threads']} threads."
+        + (
+            f" CTranslate2 forced to its {isa} kernels (CT2_FORCE_CPU_ISA={isa}: an emulated"
+            f" {isa}-only CPU)."
+            if (isa := m.get("ct2_force_cpu_isa"))
+            else ""
+        )
     )
 
 
