@@ -92,8 +92,17 @@ def _item(t: Turn, start: int, sent: str, call_date: date) -> ActionItem | None:
         m, owner = _OTHER.search(sent), other
     if m is None:
         return None
-    act = m.group("act") if m.group("act") is not None else m.group("act2")
-    due = _entity_due(t, start, len(sent)) or _said_due(sent, call_date)
+    group = "act" if m.group("act") is not None else "act2"
+    act = m.group(group)
+    # the date inside the commitment first: "Thanks for your time today, I will send the
+    # proposal by Friday" is due Friday (whether Whisper wrote a comma or a full stop there)
+    at, length = start + m.start(group), m.end(group) - m.start(group)
+    due = (
+        _entity_due(t, at, length)
+        or _said_due(act, call_date)
+        or _entity_due(t, start, len(sent))
+        or _said_due(sent, call_date)
+    )
     if owner == other and due is None and not _DELIVERABLE.match(act):
         return None  # "could you walk me through it?" is a question, not a task
     if due is not None:

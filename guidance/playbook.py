@@ -120,7 +120,7 @@ class DeckSettings(_Strict):
     """Flood control. Every time here is call audio time, so cooldowns are deterministic."""
 
     max_new_cards_per_minute: Annotated[int, Field(ge=1, le=30)] = 4  # cue cards
-    max_new_alerts_per_minute: Annotated[int, Field(ge=1, le=30)] = 2  # dynamics alerts
+    max_new_alerts_per_minute: Annotated[int, Field(ge=1, le=30)] = 3  # dynamics alerts
     update_min_interval_s: Seconds = 8.0
     card_ttl_s: Seconds = 120.0
     dismissed_cooldown_s: Seconds = 180.0

@@ -130,6 +130,21 @@ def test_action_items_from_transcripts_alone() -> None:
     )
 
 
+def test_a_commitments_due_date_is_the_one_inside_it() -> None:
+    """The word "today" in the thanks before it is not the due date, comma or full stop between."""
+    for said in (
+        "Thanks for your time today, I will send the proposal by Friday.",
+        "Thanks for your time today. I will send the proposal by Friday.",
+    ):
+        (item,) = build_summary("c1", [tr("rep-0", said, 0.0, 4.0)], SAT).action_items
+        assert (item.owner, item.item, item.due, item.due_text) == (
+            "rep",
+            "send the proposal",
+            "2026-11-27",
+            "by Friday",
+        ), said
+
+
 def test_summary_from_transcripts_and_insights() -> None:
     """The insights' labels give the objection and its handling, the buying signal and the
     next step; needs come from the customer's words; talk statistics are exact."""
