@@ -62,7 +62,7 @@ def machine(server_env: Mapping[str, str]) -> dict[str, Any]:
         "asr_threads": settings.asr_threads,
         "asr_workers": settings.resolved_asr_workers,
         # CTranslate2's kernels forced to an older ISA (AVX2: an emulated AVX2-only CPU); ""
-        "ct2_force_cpu_isa": os.environ.get("CT2_FORCE_CPU_ISA", ""),
+        "ct2_force_cpu_isa": server_env.get("CT2_FORCE_CPU_ISA", ""),
     }
 
 

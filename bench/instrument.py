@@ -44,7 +44,15 @@ from typing import Any
 from bench.bar import Bar
 from bench.callset import BenchCall, chained, real_call, scripted_set
 from bench.host import ProcWatch, machine
-from bench.metrics import KINDS, WARMUP_S, lag_growth, latency_samples, server_stats, summary
+from bench.metrics import (
+    KINDS,
+    WARMUP_S,
+    lag_growth,
+    latency_samples,
+    rate_limited_cards,
+    server_stats,
+    summary,
+)
 from clients.simulator import SimOptions, SimResult, simulate
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -148,8 +156,7 @@ def level_figures(run: LevelRun, calls: Sequence[BenchCall], opts: BenchOptions)
         for s in latency_samples(res.events, call.call.utterances):
             samples[s.kind].append([round(offset + s.received_s, 3), round(s.latency_s, 4)])
         missing += _turns_without_final(res.events, call)
-        waited += sum(1 for e in res.events if e["type"] == "card" and e.get("state") == "issued"
-                      and float(e.get("waited_s") or 0) > 0)  # fmt: skip
+        waited += rate_limited_cards(res.events)
         abnormal += res.close_code not in (None, 1000)
     audio_s = sum(calls[k].audio_s for k, _, _ in run.runs)
     latency = {k: summary([v for _, v in xs]) for k, xs in samples.items()}
@@ -170,7 +177,7 @@ def level_figures(run: LevelRun, calls: Sequence[BenchCall], opts: BenchOptions)
         "rtf": rtf | {"server_cpu": run.server["cpu_per_audio_s"]},
         "server": run.server | {"bench_client_cpu_cores": round(run.client_cpu_cores, 3)},
         "dropped": dropped,
-        # issued cards that waited for the deck's rate limit: out of the card latency above
+        # customer cards that waited for the deck's rate limit: out of the card latency above
         "rate_limited_cards": waited,
     }
     objections = _objection_cards(run, calls)

@@ -87,14 +87,27 @@ def latency_samples(
                 seen_partial.add(e["utterance_id"])
                 speech_start = max(e["start_s"], turn.start_s)
                 out.append(LatencySample("partial", at, at - speech_start / speed))
-        elif e["type"] == "card" and e.get("state") == "issued" and e.get("evidence"):
-            end = e.get("audio_end_s")
-            # a card that waited for a slot of the deck's rate limit is late by design, not
-            # by the pipeline: ``rate_limited_cards`` counts those
-            held = float(e.get("waited_s") or 0.0) > 0
-            if e["evidence"].get("speaker") == "customer" and end and end > warmup_s and not held:
-                out.append(LatencySample("card", at, at - end / speed))
+        elif _customer_card(e, warmup_s) and not _waited(e):
+            out.append(LatencySample("card", at, at - float(e["audio_end_s"]) / speed))
     return out
+
+
+def rate_limited_cards(events: Sequence[dict[str, Any]], warmup_s: float = WARMUP_S) -> int:
+    """The customer cards ``latency_samples`` leaves out: they waited for a slot of the deck's
+    rate limit (``waited_s``), late by design, not by the pipeline."""
+    return sum(1 for e in events if _customer_card(e, warmup_s) and _waited(e))
+
+
+def _customer_card(e: dict[str, Any], warmup_s: float) -> bool:
+    """An issued card on what the customer said, after the warm-up."""
+    if e["type"] != "card" or e.get("state") != "issued" or not e.get("evidence"):
+        return False
+    end = float(e.get("audio_end_s") or 0.0)
+    return bool(e["evidence"].get("speaker") == "customer" and end > warmup_s)
+
+
+def _waited(e: dict[str, Any]) -> bool:
+    return float(e.get("waited_s") or 0.0) > 0
 
 
 def measure(

@@ -147,14 +147,13 @@ class StreamStats:
 class TranscriptQueue:
     """The bounded hand-over from the recognizer to the next stage. Finals and silences are
     never dropped: ``put`` waits for room. A partial replaces a pending partial of the same
-    utterance, or is dropped (``dropped_partials``) when the queue is full."""
+    utterance, or is dropped (counted in ``stats.dropped_partials``) when the queue is full."""
 
     def __init__(self, maxsize: int, stats: StreamStats | None = None) -> None:
         self._maxsize = maxsize
         self._items: deque[list[AsrEvent | None]] = deque()  # a slot a partial may overwrite
         self._partials: dict[str, list[AsrEvent | None]] = {}
         self._changed = asyncio.Event()
-        self.dropped_partials = 0
         self.stats = stats or StreamStats()
 
     async def put(self, item: AsrEvent | None) -> None:
@@ -168,7 +167,6 @@ class TranscriptQueue:
         if slot is not None:
             slot[0] = t
         elif len(self._items) >= self._maxsize:
-            self.dropped_partials += 1
             self.stats.dropped_partials += 1
         else:
             self._partials[t.utterance_id] = slot = [t]

@@ -58,6 +58,7 @@ class OverloadWatch:
         """The call's lost-partials total (and, optionally, decoded-partials total) at ``now_s``;
         the shift it causes, if any. Without ``kept_total`` only the count of losses counts."""
         kept = 0 if kept_total is None else kept_total
+        lost_new = 0
         if self._totals is not None:
             lost_new = max(0, dropped_total - self._totals[0])
             kept_new = max(0, kept - self._totals[1])
@@ -71,7 +72,7 @@ class OverloadWatch:
         shedding = lost >= self.options.enter_drops and (
             kept_total is None or lost >= self.options.min_lost_share * total
         )
-        if shedding and self._seen and self._seen[-1][0] == now_s and self._seen[-1][1]:
+        if shedding and lost_new:
             self._last_shedding_s = now_s  # a loss while shedding: the calm starts again
         if not self.degraded and shedding:
             self.degraded = True

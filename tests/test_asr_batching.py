@@ -50,7 +50,7 @@ class BatchRecorder:
         contexts: Sequence[RecognitionContext],
         should_stop: Callable[[], bool] | None = None,
     ) -> list[Recognition] | None:
-        self.gate.wait(10)
+        self.admit()
         self.calls.append([len(a) for a in audios])
         if should_stop is not None:
             self.partial_started.set()
@@ -58,6 +58,10 @@ class BatchRecorder:
             if should_stop():
                 return None
         return [Recognition(f"clip of {len(a)}", (), 0.0, -0.1, 1.0) for a in audios]
+
+    def admit(self) -> None:
+        """What each call waits for before it records its clips: the gate."""
+        self.gate.wait(10)
 
     def warmup(self) -> None:
         pass
@@ -142,21 +146,10 @@ class Concurrent(BatchRecorder):
 
     def __init__(self, parties: int) -> None:
         super().__init__()
-        self.gate.set()
         self.barrier = threading.Barrier(parties, timeout=10)
 
-    def recognize_batch(
-        self,
-        audios: Sequence[Samples],
-        *,
-        with_words: Sequence[bool],
-        contexts: Sequence[RecognitionContext],
-        should_stop: Callable[[], bool] | None = None,
-    ) -> list[Recognition] | None:
+    def admit(self) -> None:
         self.barrier.wait()
-        return super().recognize_batch(
-            audios, with_words=with_words, contexts=contexts, should_stop=should_stop
-        )
 
 
 async def test_two_workers_run_two_recognitions_at_once() -> None:

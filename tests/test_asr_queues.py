@@ -36,7 +36,7 @@ async def test_a_newer_partial_replaces_the_pending_one() -> None:
         ("u2", "hello"),
         ("u1", "The price is too high."),
     ]
-    assert q.dropped_partials == 0
+    assert q.stats.dropped_partials == 0
     q.put_partial(partial("u1", "again"))  # the taken partial's slot is gone: a new one
     assert await q.get() == partial("u1", "again")
 
@@ -46,7 +46,7 @@ async def test_a_full_queue_drops_partials_and_holds_finals() -> None:
     await q.put(final("u1", "One."))
     await q.put(UtteranceSilent("u2", "customer"))
     q.put_partial(partial("u3", "dropped"))
-    assert q.dropped_partials == 1
+    assert q.stats.dropped_partials == 1
     waiting = asyncio.ensure_future(q.put(final("u3", "Three.")))
     await asyncio.sleep(0.01)
     assert not waiting.done()  # a final waits for room, it is never dropped

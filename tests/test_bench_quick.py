@@ -133,3 +133,24 @@ def test_the_readme_block_is_the_report(quick: tuple[dict[str, Any], Path], tmp_
     (tmp_path / "bare.md").write_text("no block\n")
     with pytest.raises(ValueError, match="bench:begin"):
         update_readme(tmp_path / "bare.md", report)
+
+
+def test_a_card_that_waited_for_the_rate_limit_is_counted_apart_from_card_latency() -> None:
+    """Customer cards after the warm-up give card latency unless they waited for a slot of
+    the deck's rate limit (``waited_s``); those are counted apart. Rep cards are neither."""
+    from bench.metrics import latency_samples, rate_limited_cards
+
+    def card(speaker: str, end_s: float, received_s: float, waited_s: float) -> dict[str, Any]:
+        evidence = {"speaker": speaker, "quote": "q", "start_s": end_s - 1, "end_s": end_s}
+        return {"type": "card", "state": "issued", "evidence": evidence,
+                "audio_end_s": end_s, "received_s": received_s, "waited_s": waited_s}  # fmt: skip
+
+    events = [
+        card("customer", 20.0, 20.3, 0.0),
+        card("customer", 30.0, 34.0, 3.5),
+        card("rep", 40.0, 44.0, 3.5),
+        card("customer", 2.0, 2.2, 0.0),  # in the warm-up
+    ]
+    cards = [s for s in latency_samples(events, []) if s.kind == "card"]
+    assert [round(s.latency_s, 3) for s in cards] == [0.3]
+    assert rate_limited_cards(events) == 1

@@ -144,8 +144,6 @@ def test_voiceprints_round_trip_and_refuse_another_encoder(tmp_path: Path) -> No
 
 # --- the real encoder -------------------------------------------------------------------
 
-ge2e = pytest.importorskip("models.ge2e")
-
 
 @pytest.fixture(scope="module")
 def encoder() -> Any:
