@@ -138,7 +138,8 @@ class StoreOutbox:
                     return False
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
             except TimeoutError:
                 continue
         return True

@@ -98,8 +98,9 @@ async def next_message(ws: WebSocket, call: AudioSocket, timeout_s: float, silen
 
 async def receive(ws: WebSocket, timeout_s: float) -> Message | None:
     """The next message, or None when the peer has been silent for ``timeout_s``."""
-    try:
-        return await asyncio.wait_for(ws.receive(), timeout_s)
+    try:  # asyncio.timeout: 3.11's wait_for drops a cancel that meets a message
+        async with asyncio.timeout(timeout_s):
+            return await ws.receive()
     except TimeoutError:
         return None
 

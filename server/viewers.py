@@ -171,7 +171,8 @@ async def _send_events(
         return 1000, "call ended"  # a finished call: its history is all there is
     if not known:  # subscribed before the lookup, so a call starting meanwhile is not missed
         try:
-            event = await asyncio.wait_for(sub.get(), wait_s)
+            async with asyncio.timeout(wait_s):
+                event = await sub.get()
         except TimeoutError:
             return NOT_FOUND, f"unknown call id {call_id!r}"
     else:

@@ -26,6 +26,7 @@ import soundfile as sf
 import soxr
 import websockets
 from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
 
 from audio.chunk import SAMPLE_RATE_HZ, AudioChunk
 from clients.callgen import RenderedCall, Turn, render
@@ -147,6 +148,62 @@ async def test_a_track_that_never_sends_ends_the_stream_timed_out() -> None:
         outcome = await asyncio.wait_for(stream_tracks(neg, timeline, feed, opts), WAIT_S)
     assert outcome[0] == "timed_out"
     assert outcome[1].startswith("no audio on the customer track within 2 s")
+
+
+class HandFedTrack(MediaStreamTrack):
+    """A track whose first frame the test hands over (``arrive``); a second read ends it.
+    It counts its reads."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.reading = asyncio.Event()  # set while the first read waits
+        self._next: asyncio.Future[av.AudioFrame] | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        self.reads += 1
+        if self.reads > 1:
+            raise MediaStreamError
+        self._next = asyncio.get_running_loop().create_future()
+        self.reading.set()
+        return await self._next
+
+    def arrive(self) -> None:
+        frame = av.AudioFrame.from_ndarray(tone(0.02, 440).reshape(1, -1), "s16", "mono")
+        frame.sample_rate = 48_000
+        assert self._next is not None
+        self._next.set_result(frame)
+
+
+async def test_a_track_reader_cancelled_as_its_frame_arrives_stops_reading() -> None:
+    """The call ends (another track's outcome, or shutdown) and cancels a track's reader in
+    the very loop iteration its frame arrives: the reader still stops and the track is not
+    read again. (With Python 3.11's ``asyncio.wait_for`` around ``recv`` the reader got the
+    frame and lost the cancel: it went on reading a live track, and the call never ended.)"""
+    from aiortc import RTCPeerConnection
+
+    from audio.tracks import TrackTimeline
+    from server.webrtc import _read
+
+    async def feed(chunks: list[AudioChunk]) -> None:
+        del chunks
+
+    track = HandFedTrack()
+    pc = RTCPeerConnection()
+    try:
+        neg = Negotiated(pc, [track], "")
+        opts = StreamOptions(WAIT_S)
+        reader = asyncio.create_task(_read(neg, TrackTimeline(("rep",)), 0, feed, opts))
+        await track.reading.wait()
+        track.arrive()
+        reader.cancel()
+        await asyncio.wait({reader})
+        assert reader.cancelled()
+        assert track.reads == 1
+    finally:
+        await pc.close()
 
 
 class FastTrack(ArrayTrack):
