@@ -74,7 +74,8 @@ async def run() -> dict[str, Any]:
 
             opts = SimOptions(server=a.ws, token=a.token, speed=1.0, call_id="bus-bench")
             streamed = await simulate(path, opts, on_a)
-            await asyncio.wait_for(watcher, 60)
+            async with asyncio.timeout(60):
+                await watcher
         finally:
             stop_server(a)
             stop_server(b)

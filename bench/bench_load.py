@@ -130,7 +130,8 @@ async def one_connection(srv: ServerProcess, i: int) -> tuple[str, str, float | 
         async with websockets.connect(url, additional_headers=headers) as ws:
             handshake_s = time.monotonic() - t
             with contextlib.suppress(websockets.ConnectionClosed):
-                await asyncio.wait_for(ws.recv(), 30)
+                async with asyncio.timeout(30):
+                    await ws.recv()
                 return kind, "an unexpected message", handshake_s
             return kind, f"closed {ws.close_code}", handshake_s
     except websockets.InvalidStatus as err:
@@ -145,7 +146,8 @@ async def half_open(srv: ServerProcess, guard_s: float) -> float | None:
     reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
     t = time.monotonic()
     try:
-        await asyncio.wait_for(reader.read(), guard_s)
+        async with asyncio.timeout(guard_s):
+            await reader.read()
         return round(time.monotonic() - t, 3)
     except (TimeoutError, ConnectionError):
         return None
@@ -273,7 +275,8 @@ async def never_reading(srv: ServerProcess, call_id: str) -> socket.socket:
     await loop.sock_sendall(sock, head.encode())
     got = b""
     while b"\r\n\r\n" not in got:
-        got += await asyncio.wait_for(loop.sock_recv(sock, 1), 30)
+        async with asyncio.timeout(30):
+            got += await loop.sock_recv(sock, 1)
     return sock
 
 

@@ -163,7 +163,8 @@ async def one_call(ws_base: str, token: str, call_id: str, audio: np.ndarray) ->
                 await ws.send(audio[i : i + 320].tobytes())
             await ws.send(json.dumps({"type": "stop"}))
             stopped.append(time.monotonic())
-            arrived = await asyncio.wait_for(waiting, 60)
+            async with asyncio.timeout(60):
+                arrived = await waiting
     return arrived - stopped[0]
 
 

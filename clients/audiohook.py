@@ -128,7 +128,8 @@ class AudioHookClient:
 
     async def recv(self, timeout_s: float = 30.0) -> dict[str, Any]:
         """The server's next message; its ``seq`` must be the next one."""
-        raw = await asyncio.wait_for(self.ws.recv(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            raw = await self.ws.recv()
         msg = json.loads(raw)
         # before it has read our first message the server knows no session id: all zeros
         ids = (self.session_id, PROBE_ID) if msg.get("type") == "disconnect" else (self.session_id,)
@@ -180,7 +181,8 @@ class AudioHookClient:
         """Wait for the server to hang up; its close code and reason."""
         try:
             while True:
-                await asyncio.wait_for(self.ws.recv(), 30.0)
+                async with asyncio.timeout(30.0):
+                    await self.ws.recv()
         except websockets.ConnectionClosed:
             pass
         return self.ws.close_code, self.ws.close_reason or ""

@@ -121,7 +121,8 @@ async def simulate(path: Path, options: SimOptions, on_event: OnEvent | None = N
                 await _send_webrtc(audio, rate, options, t0)
             else:
                 await _send_native(audio, rate, options, t0)
-            await asyncio.wait_for(listener, options.end_timeout_s)
+            async with asyncio.timeout(options.end_timeout_s):
+                await listener
         except TimeoutError:
             pass
         finally:

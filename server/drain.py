@@ -59,12 +59,14 @@ async def drain(rt: Runtime, budget_s: float) -> None:
         detail = f"{SHUTTING_DOWN}: not finished within the drain"
         closing = [_close_session(rt, s, "interrupted", detail) for s in stuck]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*closing), max(0.0, end - loop.time()))
+            async with asyncio.timeout_at(end):
+                await asyncio.gather(*closing)
     rt.bus.let_go()
     await _until(lambda: not rt.viewers, end)
     if rt.engines.webhooks is not None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(rt.engines.webhooks.join(), max(0.0, end - loop.time()))
+            async with asyncio.timeout_at(end):
+                await rt.engines.webhooks.join()
     log.warning(
         "drained in %.1f s: %d call(s) ended by their sockets, %d by the drain, %d viewer(s) left",
         loop.time() - start,

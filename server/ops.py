@@ -87,7 +87,8 @@ async def _store_check(rt: Runtime) -> dict[str, Any]:
     """The store answered a ping in time. The detail never carries the store's error text:
     the route needs no token, and a Redis URL may hold a password."""
     try:
-        await asyncio.wait_for(rt.store.ping(), STORE_PING_S)
+        async with asyncio.timeout(STORE_PING_S):
+            await rt.store.ping()
     except TimeoutError:
         return _check(False, f"no answer within {STORE_PING_S:g} s")
     except Exception as err:  # any failure is "not ready", never a 500

@@ -91,11 +91,13 @@ class RedisBus(Bus):
         # Events published before the subscription is in place would be missed by this
         # instance's viewers: wait for it (bounded; the listener keeps retrying regardless).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._subscribed.wait(), 5.0)
+            async with asyncio.timeout(5.0):
+                await self._subscribed.wait()
 
     async def aclose(self) -> None:
         with contextlib.suppress(TimeoutError):  # let the last events (the ends) go out
-            await asyncio.wait_for(self._outbox.join(), 2.0)
+            async with asyncio.timeout(2.0):
+                await self._outbox.join()
         tasks = [*self._tasks, *self._answering]
         for task in tasks:
             task.cancel()
@@ -122,7 +124,8 @@ class RedisBus(Bus):
         self._answers[rid] = answer
         try:
             self._send(f"act:{call_id}", {"o": self._origin, "id": rid, "m": message})
-            return await asyncio.wait_for(answer, self._act_timeout_s)
+            async with asyncio.timeout(self._act_timeout_s):
+                return await answer
         except TimeoutError:
             return None
         finally:

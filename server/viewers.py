@@ -52,7 +52,8 @@ class ViewerTooSlow(ProtocolError):
 async def _send(rt: Runtime, ws: WebSocket, event: dict[str, Any]) -> None:
     """Send ``event``; ``ViewerTooSlow`` when the socket does not take it in time."""
     try:
-        await asyncio.wait_for(ws.send_json(event), rt.settings.viewer_send_timeout_s)
+        async with asyncio.timeout(rt.settings.viewer_send_timeout_s):
+            await ws.send_json(event)
     except TimeoutError:
         raise ViewerTooSlow() from None
 

@@ -288,7 +288,8 @@ class WebhookSender:
     async def aclose(self, drain_timeout_s: float = 0.0) -> None:
         if drain_timeout_s > 0 and self._worker is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.join(), drain_timeout_s)
+                async with asyncio.timeout(drain_timeout_s):
+                    await self.join()
         tasks = [t for t in (self._resumer, self._worker, *self._jobs) if t is not None]
         for t in tasks:
             t.cancel()

@@ -196,7 +196,8 @@ async def negotiate(offer: WebRtcOffer, ice_servers: tuple[IceServer, ...]) -> N
 
 async def close_peer(pc: RTCPeerConnection, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(pc.close(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await pc.close()
 
 
 @dataclass
