@@ -16,8 +16,8 @@ quotes. Reported, over all renderings:
   scripted end of the turn (REFERENCE.md's card latency; negative: a card from a partial,
   on screen before the customer finished);
 - ``withdrawn``: provisional cards the final took back (on screen for a moment);
-- ``held_by_rate_limit``: cards issued more than 2 s after their audio (they waited for a
-  slot of the deck's four new cards a minute); ``latency_not_held_s`` leaves those turns out:
+- ``held_by_rate_limit``: issued cards that waited for a slot of the deck's new cards a
+  minute (their ``waited_s``); ``latency_not_held_s`` leaves those turns out:
   the pipeline's latency rather than the flood control's;
 - ``rep_next_steps``: rep proposals the customer agreed to that got a next-step card quoting
   the proposal or the reply (a card raised by the rep's proposal quotes the rep and is stamped
@@ -48,13 +48,13 @@ import numpy as np
 
 from audio.chunk import Speaker
 from bench.card_scripts import SCRIPTS, LabelledTurn
+from bench.metrics import waited
 from clients.callgen import RenderedCall, Spoken, Turn, render
 from clients.simulator import SimOptions, simulate
 from guidance.playbook import INTENT_CARD_KINDS
 
 SHOWN = ("issued", "updated", "confirmed")
 UPDATE_MIN_INTERVAL_S = 8.0  # the default playbook's deck.update_min_interval_s
-HELD_S = 2.0  # a card issued this long after its audio waited for a rate-limit slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +202,7 @@ def score_call(
             for t in (k, reply_index(call.utterances, e)):
                 if t is not None and e["kind"] in script[t].expect and t not in first_right:
                     first_right[t] = e["received_s"] - call.utterances[t].end_s
-                    if e["received_s"] - e["audio_end_s"] > HELD_S:
+                    if waited(e):
                         held_turns.add(t)
     labelled = [k for k, t in enumerate(script) if t.speaker == "customer" and t.expect]
     agreed = [k for k, t in enumerate(script) if t.speaker == "rep" and t.expect]
@@ -220,9 +220,7 @@ def score_call(
             for e in cards
         )
     ]
-    held = [
-        e for e in cards if e["state"] == "issued" and e["received_s"] - e["audio_end_s"] > HELD_S
-    ]
+    held = [e for e in cards if e["state"] == "issued" and waited(e)]
     return {
         "right": right,
         "false": false,

@@ -87,7 +87,7 @@ def latency_samples(
                 seen_partial.add(e["utterance_id"])
                 speech_start = max(e["start_s"], turn.start_s)
                 out.append(LatencySample("partial", at, at - speech_start / speed))
-        elif _customer_card(e, warmup_s) and not _waited(e):
+        elif _customer_card(e, warmup_s) and not waited(e):
             out.append(LatencySample("card", at, at - float(e["audio_end_s"]) / speed))
     return out
 
@@ -95,7 +95,7 @@ def latency_samples(
 def rate_limited_cards(events: Sequence[dict[str, Any]], warmup_s: float = WARMUP_S) -> int:
     """The customer cards ``latency_samples`` leaves out: they waited for a slot of the deck's
     rate limit (``waited_s``), late by design, not by the pipeline."""
-    return sum(1 for e in events if _customer_card(e, warmup_s) and _waited(e))
+    return sum(1 for e in events if _customer_card(e, warmup_s) and waited(e))
 
 
 def _customer_card(e: dict[str, Any], warmup_s: float) -> bool:
@@ -106,7 +106,8 @@ def _customer_card(e: dict[str, Any], warmup_s: float) -> bool:
     return bool(e["evidence"].get("speaker") == "customer" and end > warmup_s)
 
 
-def _waited(e: dict[str, Any]) -> bool:
+def waited(e: dict[str, Any]) -> bool:
+    """The card waited for a slot of the deck's rate limit (its ``waited_s``)."""
     return float(e.get("waited_s") or 0.0) > 0
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from bench.callset import scripted_set
@@ -154,3 +155,39 @@ def test_a_card_that_waited_for_the_rate_limit_is_counted_apart_from_card_latenc
     cards = [s for s in latency_samples(events, []) if s.kind == "card"]
     assert [round(s.latency_s, 3) for s in cards] == [0.3]
     assert rate_limited_cards(events) == 1
+
+
+def test_card_accuracy_holds_out_the_turns_whose_card_waited_for_the_rate_limit() -> None:
+    """``score_call``: a turn whose right card waited for a rate-limit slot (``waited_s``) is
+    recalled but left out of ``latency_not_held_s``; a card that is late without waiting (a
+    slow pipeline) stays in it, however late."""
+    from bench.bench_card_accuracy import score_call
+    from bench.card_scripts import LabelledTurn
+    from clients.callgen import RenderedCall, Spoken
+
+    script = [
+        LabelledTurn("customer", "The price is too high.", frozenset({"objection_price"})),
+        LabelledTurn("customer", "We use Salesforce.", frozenset({"competitor"})),
+    ]
+    spoken = (
+        Spoken("customer", script[0].text, 10.0, 12.0),
+        Spoken("customer", script[1].text, 20.0, 22.0),
+    )
+    call = RenderedCall(np.zeros(16_000, np.float32), np.zeros(16_000, np.float32), spoken)
+
+    def card(kind: str, turn: Spoken, received_s: float, waited_s: float) -> dict[str, Any]:
+        evidence = {"speaker": "customer", "quote": turn.text, "start_s": turn.start_s,
+                    "end_s": turn.end_s}  # fmt: skip
+        return {"type": "card", "kind": kind, "card_id": kind, "state": "issued",
+                "evidence": evidence, "audio_end_s": turn.end_s, "received_s": received_s,
+                "waited_s": waited_s}  # fmt: skip
+
+    events = [
+        card("objection_price", spoken[0], 15.0, 0.0),
+        card("competitor", spoken[1], 26.0, 3.5),
+    ]
+    scored = score_call(script, call, events)
+    assert scored["right"] == 2 and scored["recalled"] == [0, 1]
+    assert scored["held_by_rate_limit"] == 1
+    assert scored["latency_s"] == [3.0, 4.0]
+    assert scored["latency_not_held_s"] == [3.0]
