@@ -19,7 +19,8 @@ REFERENCE.md's definitions (``bench.metrics``; the first 5 s of each call exclud
 - streamed vs offline WER (``bench.realspeech.edits``): the streamed finals, and the same
   model's offline 30 s decode of each whole channel (``bench.bench_real.offline``, cached), of
   the audio the server heard (telephone-degraded on the 8 kHz path);
-- objection turns of the scripted calls that got a right card.
+- objection turns of the scripted calls that got a right card on screen (issued, or a card
+  of that kind updated to quote the turn, or confirmed on it; ``carded_objections``).
 
 ``capacity`` searches the largest N within the targets (final p95 <= 0.8 s, card p95 <= 1.0 s,
 no growing lag): N doubles from 1 until a level fails, then bisects. Its calls are chained
@@ -208,23 +209,32 @@ def _turns_without_final(events: list[dict[str, Any]], call: BenchCall) -> int:
 
 
 def _objection_cards(run: LevelRun, calls: Sequence[BenchCall]) -> dict[str, Any] | None:
-    from bench.bench_card_accuracy import turn_index
-
     turns = carded = 0
     for k, _, res in run.runs:
-        call = calls[k]
-        got = set()
-        for e in res.events:
-            if e["type"] != "card" or e.get("state") != "issued" or not e.get("evidence"):
-                continue
-            t = turn_index(call.call.utterances, e["evidence"])
-            if t in call.objection_turns and e.get("kind") in call.labels[t]:
-                got.add(t)
-        turns += len(call.objection_turns)
-        carded += len(got)
+        turns += len(calls[k].objection_turns)
+        carded += len(carded_objections(res.events, calls[k]))
     if turns == 0:
         return None
     return {"turns": turns, "carded": carded, "recall": round(carded / turns, 3)}
+
+
+def carded_objections(events: Sequence[dict[str, Any]], call: BenchCall) -> set[int]:
+    """The call's objection turns that a card of a right kind was shown for: issued, or an
+    earlier card of that kind updated to quote the turn (the deck updates a card on screen
+    rather than issue a second one), or a provisional card confirmed on it. A card the final
+    took back (withdrawn) counts for none of its turns."""
+    from bench.bench_card_accuracy import SHOWN, turn_index
+
+    cards = [e for e in events if e["type"] == "card"]
+    withdrawn = {e.get("card_id") for e in cards if e.get("state") == "withdrawn"}
+    got = set()
+    for e in cards:
+        if e.get("state") not in SHOWN or not e.get("evidence") or e.get("card_id") in withdrawn:
+            continue
+        t = turn_index(call.call.utterances, e["evidence"])
+        if t in call.objection_turns and e.get("kind") in call.labels[t]:
+            got.add(t)
+    return got
 
 
 async def capacity_search(

@@ -191,3 +191,38 @@ def test_card_accuracy_holds_out_the_turns_whose_card_waited_for_the_rate_limit(
     assert scored["held_by_rate_limit"] == 1
     assert scored["latency_s"] == [3.0, 4.0]
     assert scored["latency_not_held_s"] == [3.0]
+
+
+def test_an_objection_counts_as_carded_when_a_card_on_screen_is_updated_to_quote_it() -> None:
+    """The deck updates a card of the same kind on screen rather than issue a second: that
+    update covers the objection it quotes; a card of the wrong kind, or one the final took
+    back, covers nothing."""
+    from bench.callset import BenchCall
+    from bench.instrument import carded_objections
+    from clients.callgen import RenderedCall, Spoken
+
+    spoken = (
+        Spoken("customer", "That is too expensive.", 10.0, 12.0),
+        Spoken("customer", "Our budget is small.", 20.0, 22.0),
+        Spoken("customer", "We are not ready yet.", 30.0, 32.0),
+        Spoken("customer", "We do not need it.", 40.0, 42.0),
+    )
+    silence = np.zeros(16_000, np.float32)
+    price, timing = frozenset({"objection_price"}), frozenset({"objection_timing"})
+    labels = (price, price, timing, frozenset({"objection_need"}))
+    call = BenchCall("c", RenderedCall(silence, silence, spoken), "", {}, (0, 1, 2, 3), labels)
+
+    def card(card_id: str, kind: str, state: str, turn: Spoken) -> dict[str, Any]:
+        evidence = {"speaker": "customer", "quote": turn.text, "start_s": turn.start_s,
+                    "end_s": turn.end_s}  # fmt: skip
+        return {"type": "card", "card_id": card_id, "kind": kind, "state": state,
+                "evidence": evidence}  # fmt: skip
+
+    events = [
+        card("a", "objection_price", "issued", spoken[0]),
+        card("a", "objection_price", "updated", spoken[1]),
+        card("b", "objection_price", "issued", spoken[2]),  # the wrong kind for the turn
+        card("c", "objection_need", "issued", spoken[3]),
+        card("c", "objection_need", "withdrawn", spoken[3]),
+    ]
+    assert carded_objections(events, call) == {0, 1}
