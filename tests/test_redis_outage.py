@@ -48,7 +48,7 @@ class RedisServer:
     def __init__(self, data_dir: Path) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.skip("redis-server is not installed (make test installs it)")
+            raise RuntimeError("redis-server is not installed: run `make test`, which installs it")
         self.binary = binary
         self.port = free_port()
         self.dir = data_dir
